@@ -1,0 +1,46 @@
+"""The emulator as a FastAPI application (usable in-process by tests, or served by uvicorn).
+
+Routes live in ``routes_*`` modules, one per area of the PI Web API; authentication and fault injection
+are ASGI middleware installed here. Every error body has PI's shape: ``{"Errors": ["..."]}``.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from piflow.emulator import auth, faults, routes_af, routes_batch, routes_data, routes_streaming
+from piflow.emulator.settings import EmulatorSettings
+from piflow.emulator.state import EmulatorState
+
+BASE = "/piwebapi"
+
+
+def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
+    state = EmulatorState(settings or EmulatorSettings())
+    app = FastAPI(title="piflow PI Web API emulator", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.emulator = state
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        detail = exc.detail if isinstance(exc.detail, list) else [str(exc.detail)]
+        return ORJSONResponse({"Errors": detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+        msgs = [f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()]
+        return ORJSONResponse({"Errors": msgs}, status_code=400)
+
+    for module in (routes_data, routes_batch, routes_af, routes_streaming):
+        app.include_router(module.router, prefix=BASE)
+    app.include_router(routes_data.admin_router)
+    faults.install(app, state)
+    auth.install(app, state)
+    return app
+
+
+def state_of(app: FastAPI) -> EmulatorState:
+    st: EmulatorState = app.state.emulator
+    return st

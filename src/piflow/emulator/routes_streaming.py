@@ -1,0 +1,5 @@
+"""(placeholder: routes are being written)"""
+
+from fastapi import APIRouter
+
+router = APIRouter()
