@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from piflow.emulator import auth, faults, routes_af, routes_batch, routes_data, routes_streaming
+from piflow.emulator.responses import error_response
 from piflow.emulator.settings import EmulatorSettings
 from piflow.emulator.state import EmulatorState
 
@@ -24,14 +25,14 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
     app.state.emulator = state
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, list) else [str(exc.detail)]
-        return ORJSONResponse({"Errors": detail}, status_code=exc.status_code, headers=exc.headers)
+        return error_response(exc.status_code, *detail, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
         msgs = [f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()]
-        return ORJSONResponse({"Errors": msgs}, status_code=400)
+        return error_response(400, *msgs)
 
     for module in (routes_data, routes_batch, routes_af, routes_streaming):
         app.include_router(module.router, prefix=BASE)
