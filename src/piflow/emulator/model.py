@@ -175,7 +175,9 @@ class PointSpec:
 
     @property
     def zero(self) -> float:
-        return 0.0 if self.point_type in ("Digital", "String", "Timestamp") else round(self.base - self.amplitude * 2, 3)
+        if self.point_type in ("Digital", "String", "Timestamp"):
+            return 0.0
+        return round(self.base - self.amplitude * 2, 3)
 
     def state_names(self) -> tuple[str, ...]:
         return DIGITAL_SETS[self.digital_set] if self.digital_set else ()

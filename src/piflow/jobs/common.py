@@ -1,0 +1,132 @@
+"""What every job shares: the client built from settings, the point selection, and the run record."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from piflow import __version__, schema
+from piflow.errors import ConfigError, PiflowError
+from piflow.pitime import parse_iso_ticks, parse_pi_time
+from piflow.planner import PointRef
+from piflow.sinks.delta import DeltaSink
+
+if TYPE_CHECKING:
+    from piflow.client.api import PiClient
+    from piflow.config import PiflowSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """One row of ``pi_ingest_runs``, also what the CLI prints at the end of a command."""
+
+    job: str
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    status: str = "ok"
+    points: int = 0
+    values_written: int = 0
+    requests: int = 0
+    retries: int = 0
+    errors: int = 0
+    duration_s: float = 0.0
+    message: str = ""
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> pa.Table:
+        finished = datetime.now(UTC)
+        return pa.Table.from_pylist(
+            [{
+                "run_id": self.run_id, "job": self.job, "started_at": self.started_at, "finished_at": finished,
+                "status": self.status, "points": self.points, "values_written": self.values_written,
+                "requests": self.requests, "retries": self.retries, "errors": self.errors,
+                "duration_s": self.duration_s, "window_start": self.window_start, "window_end": self.window_end,
+                "message": self.message[:2000], "piflow_version": __version__,
+            }],
+            schema=schema.PI_INGEST_RUNS,
+        )
+
+
+def open_client(settings: PiflowSettings) -> PiClient:
+    from piflow.client.api import PiClient
+    from piflow.client.retry import RetryPolicy
+
+    return PiClient(
+        settings.require_url(), settings.make_auth(), verify=settings.verify, timeout_s=settings.timeout_s,
+        max_connections=max(4, settings.concurrency * 2), retry=RetryPolicy(max_attempts=settings.retries + 1),
+        max_rps=settings.max_rps or None,
+    )
+
+
+class RunRecorder:
+    """Times a job and appends its row to ``pi_ingest_runs`` whatever the outcome (then re-raises)."""
+
+    def __init__(self, sink: DeltaSink, result: RunResult) -> None:
+        self.sink = sink
+        self.result = result
+        self._t0 = time.monotonic()
+
+    def __enter__(self) -> RunResult:
+        return self.result
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self.result.duration_s = time.monotonic() - self._t0
+        if exc is not None:
+            self.result.status = "failed" if isinstance(exc, Exception) else "interrupted"
+            self.result.errors += 1
+            self.result.message = str(exc) if isinstance(exc, PiflowError) else f"{type(exc).__name__}: {exc}"
+        try:
+            self.sink.append("pi_ingest_runs", self.result.row())
+        except PiflowError:
+            log.exception("could not record run %s", self.result.run_id)
+
+
+def take_client_counters(result: RunResult, client: PiClient) -> None:
+    http = client.http
+    result.requests = int(getattr(http, "requests", 0))
+    result.retries = int(getattr(http, "retries", 0))
+    result.errors += int(getattr(http, "errors", 0))
+
+
+def selected_points(sink: DeltaSink, name_filter: str) -> list[PointRef]:
+    """Live (not tombstoned) points of ``pi_points`` whose name matches the filter, ordered by name."""
+    table = sink.read("pi_points", columns=["webid", "name", "point_type", "engineering_units", "is_deleted"])
+    table = table.filter(pc.invert(table.column("is_deleted")))
+    pattern = name_filter.upper()
+    refs = [
+        PointRef(r["webid"], r["name"], r["point_type"], r["engineering_units"] or None)
+        for r in table.to_pylist()
+        if fnmatch.fnmatchcase(r["name"].upper(), pattern)
+    ]
+    refs.sort(key=lambda p: p.name)
+    return refs
+
+
+async def server_now(client: PiClient) -> datetime:
+    """The PI server's clock (jobs measure "now" where the data is, not on this machine)."""
+    status = await client.system_status()
+    text = status.get("ServerTime") if isinstance(status, dict) else None
+    if not text:
+        return datetime.now(UTC)
+    from piflow.pitime import from_ticks
+
+    return from_ticks(parse_iso_ticks(str(text)))
+
+
+def resolve_time(setting: str, text: str, now: datetime) -> datetime:
+    try:
+        return parse_pi_time(text, now)
+    except ValueError as exc:
+        raise ConfigError(setting, f"cannot parse PI time {text!r}") from exc

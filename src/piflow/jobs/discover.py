@@ -1,0 +1,90 @@
+"""``piflow discover``: the point catalog into ``pi_points`` (merge on WebID, tombstones for vanished points).
+
+Only rows that changed are merged, so a re-run over an unchanged catalog commits nothing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from piflow import schema
+from piflow.errors import NotFoundError
+from piflow.jobs.common import RunRecorder, RunResult, open_client, take_client_counters
+from piflow.progress import NullProgress, Progress
+from piflow.sinks.delta import DeltaSink
+
+if TYPE_CHECKING:
+    from piflow.config import PiflowSettings
+
+_COMPARED = ("id", "name", "path", "server", "descriptor", "point_class", "point_type", "digital_set",
+             "engineering_units", "span", "zero", "step", "future", "is_deleted")
+
+
+def point_row(obj: dict[str, Any], server: str, now: datetime) -> dict[str, Any]:
+    """One ``pi_points`` row from a PI point object."""
+    return {
+        "webid": obj["WebId"], "id": obj.get("Id"), "name": obj["Name"], "path": obj.get("Path") or "",
+        "server": server, "descriptor": obj.get("Descriptor"), "point_class": obj.get("PointClass"),
+        "point_type": obj.get("PointType"), "digital_set": obj.get("DigitalSetName") or None,
+        "engineering_units": obj.get("EngineeringUnits") or None, "span": obj.get("Span"),
+        "zero": obj.get("Zero"), "step": obj.get("Step"), "future": obj.get("Future"), "is_deleted": False,
+        "first_seen": now, "last_seen": now,
+    }
+
+
+def catalog_changes(existing: list[dict[str, Any]], current: list[dict[str, Any]], server: str, name_filter: str,
+                    now: datetime) -> list[dict[str, Any]]:
+    """Rows to merge: new or changed points, and tombstones for points of this scope that vanished (pure)."""
+    old = {r["webid"]: r for r in existing}
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for row in current:
+        seen.add(row["webid"])
+        prev = old.get(row["webid"])
+        if prev is None:
+            out.append(row)
+        elif any(prev.get(k) != row.get(k) for k in _COMPARED):
+            out.append({**row, "first_seen": prev["first_seen"]})
+    pattern = name_filter.upper()
+    for webid, prev in old.items():
+        in_scope = prev["server"] == server and fnmatch.fnmatchcase(prev["name"].upper(), pattern)
+        if in_scope and webid not in seen and not prev["is_deleted"]:
+            out.append({**prev, "is_deleted": True, "last_seen": now})
+    return out
+
+
+async def run_discover(settings: PiflowSettings, progress: Progress | None = None) -> RunResult:
+    progress = progress or NullProgress()
+    sink = DeltaSink(settings.target)
+    result = RunResult(job="discover")
+    with RunRecorder(sink, result):
+        async with open_client(settings) as client:
+            try:
+                servers = await client.dataservers()
+                if settings.server:
+                    server = await client.dataserver_by_name(settings.server)
+                else:
+                    if not servers:
+                        raise NotFoundError("the PI Web API lists no data servers")
+                    server = servers[0]
+                now = datetime.now(UTC)
+                progress.start(None, f"discover {server['Name']}")
+                current: list[dict[str, Any]] = []
+                async for obj in client.iter_points(server["WebId"], settings.points):
+                    current.append(point_row(obj, server["Name"], now))
+                    progress.advance(1)
+            finally:
+                take_client_counters(result, client)
+        existing = sink.read("pi_points").to_pylist()
+        changes = catalog_changes(existing, current, server["Name"], settings.points, now)
+        if changes:
+            sink.upsert("pi_points", pa.Table.from_pylist(changes, schema=schema.PI_POINTS), schema.PI_POINTS_KEY)
+        result.points = len(current)
+        result.values_written = len(changes)
+        result.details = {"changed": len(changes), "tombstoned": sum(1 for c in changes if c["is_deleted"])}
+        progress.close()
+    return result

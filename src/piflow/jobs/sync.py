@@ -1,0 +1,147 @@
+"""``piflow sync``: each point from its own watermark (minus a lookback) to the server's now minus a lag.
+
+Re-reading the lookback window is how late values get in and edited values replace their earlier version.
+What was read is compared with what the table holds for that range, on the key (webid, timestamp, seq):
+new keys are appended, keys whose content changed are merged, identical rows are left alone. A run that is
+killed and re-run, or run twice, therefore leaves the table as one clean run would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from piflow import schema
+from piflow.errors import ConfigError
+from piflow.jobs.common import (
+    RunRecorder,
+    RunResult,
+    open_client,
+    resolve_time,
+    selected_points,
+    server_now,
+    take_client_counters,
+)
+from piflow.jobs.reader import RecordedReader
+from piflow.jobs.watermarks import advance_watermarks, max_timestamps, read_watermarks
+from piflow.pitime import TICKS_PER_SECOND, TICKS_PER_US, from_ticks, to_ticks
+from piflow.planner import PointRef, group_for_sync
+from piflow.progress import NullProgress, Progress
+from piflow.sinks.delta import DeltaSink
+
+if TYPE_CHECKING:
+    from piflow.config import PiflowSettings
+
+log = logging.getLogger(__name__)
+DEFAULT_GROUP = 100
+KEY = list(schema.PI_VALUES_KEY)
+_COMPARE = [c for c in schema.PI_VALUES_CONTENT if c not in KEY and c != "date"]
+
+
+def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Null-aware (and NaN-aware) equality of two columns."""
+    eq = pc.fill_null(pc.equal(a, b), False)
+    both_null = pc.and_(pc.is_null(a), pc.is_null(b))
+    same = pc.or_(eq, both_null)
+    if pa.types.is_floating(a.type):
+        same = pc.or_(same, pc.fill_null(pc.and_(pc.is_nan(a), pc.is_nan(b)), False))
+    return same
+
+
+def split_new_and_changed(fetched: pa.Table, existing: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Rows of ``fetched`` whose key is not in ``existing``, and rows whose key is there with other content."""
+    if fetched.num_rows == 0:
+        return fetched, fetched
+    if existing.num_rows == 0:
+        return fetched, fetched.slice(0, 0)
+    old = existing.select(KEY + _COMPARE)
+    old = old.rename_columns(KEY + [f"{c}__old" for c in _COMPARE]).append_column(
+        "__present", pa.array([True] * old.num_rows))
+    indexed = fetched.append_column("__row", pa.array(range(fetched.num_rows), pa.int64()))
+    joined = indexed.join(old, keys=KEY, join_type="left outer")
+    present = pc.fill_null(joined.column("__present"), False)
+    new_rows = pc.take(joined.column("__row"), pc.indices_nonzero(pc.invert(present)))
+    unchanged = present
+    for c in _COMPARE:
+        unchanged = pc.and_(unchanged, _same(joined.column(c), joined.column(f"{c}__old")))
+    changed_mask = pc.and_(present, pc.invert(unchanged))
+    changed_rows = pc.take(joined.column("__row"), pc.indices_nonzero(changed_mask))
+    return (fetched.take(pc.sort_indices(new_rows)), fetched.take(pc.sort_indices(changed_rows))
+            if len(changed_rows) else fetched.slice(0, 0))
+
+
+def existing_rows(sink: DeltaSink, webids: list[str], since_us: int) -> pa.Table:
+    """What the table holds for these points from ``since`` on (partition- and stats-pruned read)."""
+    since = datetime.fromtimestamp(since_us / 1_000_000, UTC)
+    flt = (ds.field("date") >= pa.scalar(since.date(), pa.date32())) & (
+        ds.field("timestamp") >= pa.scalar(since_us, pa.int64()).cast(schema.TS)) & ds.field("webid").isin(webids)
+    return sink.read("pi_values", columns=list(schema.PI_VALUES_CONTENT), filter=flt)
+
+
+async def run_sync(settings: PiflowSettings, progress: Progress | None = None) -> RunResult:
+    progress = progress or NullProgress()
+    sink = DeltaSink(settings.target)
+    result = RunResult(job="sync")
+    with RunRecorder(sink, result):
+        points = selected_points(sink, settings.points)
+        if not points:
+            from piflow.jobs.discover import run_discover
+
+            progress.note("pi_points is empty for this filter: discovering points first")
+            await run_discover(settings, progress)
+            points = selected_points(sink, settings.points)
+        if not points:
+            raise ConfigError("points", f"no PI point matches {settings.points!r}")
+        async with open_client(settings) as client:
+            try:
+                now = await server_now(client)
+                end_ticks = to_ticks(now - settings.safety_lag_delta)
+                default_start = to_ticks(resolve_time("start", settings.start, now))
+                lookback = int(settings.lookback_delta.total_seconds() * TICKS_PER_SECOND)
+                marks = read_watermarks(sink)
+                starts = {
+                    p.webid: min(end_ticks, (marks[p.webid] * TICKS_PER_US - lookback) if p.webid in marks
+                                 else default_start)
+                    for p in points
+                }
+                groups = group_for_sync(starts, points, settings.points_per_request or DEFAULT_GROUP, lookback)
+                result.points = len(points)
+                result.window_start, result.window_end = from_ticks(min(starts.values())), from_ticks(end_ticks)
+                progress.start(len(groups), f"sync {len(points)} points")
+                reader = RecordedReader(client)
+                fetched = await _read_groups(reader, groups, end_ticks, settings.concurrency, progress)
+            finally:
+                take_client_counters(result, client)
+        since_us = min(starts.values()) // TICKS_PER_US
+        new_rows, changed = split_new_and_changed(fetched, existing_rows(sink, [p.webid for p in points], since_us))
+        meta = {"piflow.job": "sync", "piflow.run_id": result.run_id}
+        if new_rows.num_rows:
+            sink.append("pi_values", new_rows, metadata=meta)
+        if changed.num_rows:
+            since_date = datetime.fromtimestamp(since_us / 1_000_000, UTC).date().isoformat()
+            sink.upsert("pi_values", changed, KEY, extra_predicate=f"t.date >= '{since_date}'", metadata=meta)
+        advance_watermarks(sink, max_timestamps(fetched))
+        result.values_written = new_rows.num_rows + changed.num_rows
+        result.details = {"read": fetched.num_rows, "inserted": new_rows.num_rows, "updated": changed.num_rows}
+        progress.close()
+    return result
+
+
+async def _read_groups(reader: RecordedReader, groups: list[tuple[int, list[PointRef]]], end_ticks: int,
+                       concurrency: int, progress: Progress) -> pa.Table:
+    sem = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(start: int, pts: list[PointRef]) -> pa.Table:
+        async with sem:
+            table = await reader.read(pts, start, end_ticks, final=True)
+        progress.advance(1, table.num_rows)
+        return table
+
+    tables = await asyncio.gather(*(one(s, pts) for s, pts in groups if s <= end_ticks))
+    return pa.concat_tables(tables) if tables else schema.PI_VALUES.empty_table()
