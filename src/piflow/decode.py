@@ -226,7 +226,7 @@ class ColumnBuilder:
         if before_ns is not None:
             table = table.filter(pc.less(ts_ns.cast(pa.int64()), before_ns))
         if table.num_rows:
-            table = table.set_column(2, "seq", seq_numbers(table.column("webid"), table.column("timestamp")))
+            table = table.set_column(2, schema.PI_VALUES.field("seq"), seq_numbers(table.column("webid"), table.column("timestamp")))
         return table
 
 

@@ -9,6 +9,7 @@ accept such computed IDs. Full WebIDs of PI points, as real servers send them, a
 from __future__ import annotations
 
 import base64
+import binascii
 import struct
 import uuid
 from dataclasses import dataclass
@@ -35,7 +36,8 @@ def b64(data: bytes) -> str:
 
 
 def unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # validate=True: a character outside the URL-safe alphabet is an error, not silently skipped.
+    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
 
 
 def encode_path(path: str) -> str:
@@ -105,6 +107,6 @@ def parse(webid: str) -> ParsedWebId:
             return ParsedWebId(kind, marker, unb64(rest[22:]).decode("utf-8"), guid, owner)
         if kind in ("I", "D"):
             return ParsedWebId(kind, marker, None, decode_guid(rest[-22:]))
-    except (ValueError, UnicodeDecodeError, struct.error) as exc:
+    except (ValueError, UnicodeDecodeError, struct.error, binascii.Error) as exc:
         raise ValueError(f"malformed WebID {webid!r}") from exc
     raise ValueError(f"unsupported WebID type {kind!r}")

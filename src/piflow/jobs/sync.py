@@ -72,8 +72,12 @@ def split_new_and_changed(fetched: pa.Table, existing: pa.Table) -> tuple[pa.Tab
         unchanged = pc.and_(unchanged, _same(joined.column(c), joined.column(f"{c}__old")))
     changed_mask = pc.and_(present, pc.invert(unchanged))
     changed_rows = pc.take(joined.column("__row"), pc.indices_nonzero(changed_mask))
-    return (fetched.take(pc.sort_indices(new_rows)), fetched.take(pc.sort_indices(changed_rows))
-            if len(changed_rows) else fetched.slice(0, 0))
+    return fetched.take(_sorted(new_rows)), fetched.take(_sorted(changed_rows))
+
+
+def _sorted(indices: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Row numbers in ascending order, so the server's order survives the join."""
+    return pc.take(indices, pc.sort_indices(indices))
 
 
 def existing_rows(sink: DeltaSink, webids: list[str], since_us: int) -> pa.Table:

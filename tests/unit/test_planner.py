@@ -1,0 +1,45 @@
+from piflow.pitime import TICKS_PER_SECOND
+from piflow.planner import DAY_TICKS, PointRef, group_for_sync, make_plan, max_count_for, units_to_do
+
+P = [PointRef(f"W{i}", f"TAG{i}") for i in range(5)]
+
+
+def test_windows_cover_the_range_half_open_and_last_is_final() -> None:
+    plan = make_plan(0, 2 * DAY_TICKS + 5, DAY_TICKS)
+    assert plan.windows == 3
+    assert [plan.window_bounds(w) for w in range(3)] == [(0, DAY_TICKS), (DAY_TICKS, 2 * DAY_TICKS),
+                                                        (2 * DAY_TICKS, 2 * DAY_TICKS + 5)]
+    units = units_to_do(plan, P, {}, group_size=2)
+    assert [len(u.points) for u in units] == [2, 2, 1] * 3
+    assert [u.final for u in units] == [False] * 6 + [True] * 3
+
+
+def test_committed_windows_are_skipped_per_point() -> None:
+    plan = make_plan(0, 3 * DAY_TICKS, DAY_TICKS)
+    units = units_to_do(plan, P, {"W0": 3, "W1": 1}, group_size=10)
+    covered = {(u.window, p.webid) for u in units for p in u.points}
+    assert ("W0", 0) not in {(w, x) for x, w in covered}
+    assert not any(p == "W0" for _, p in covered)
+    assert {w for w, p in covered if p == "W1"} == {1, 2}
+    assert {w for w, p in covered if p == "W4"} == {0, 1, 2}
+
+
+def test_app_ids_are_stable_and_distinct() -> None:
+    a, b = make_plan(0, DAY_TICKS), make_plan(0, DAY_TICKS)
+    assert a.app_id("W1") == b.app_id("W1")
+    assert a.app_id("W1") != a.app_id("W2")
+    assert a.app_id("W1") != make_plan(0, 2 * DAY_TICKS).app_id("W1")
+
+
+def test_sync_groups_respect_size_and_slack() -> None:
+    starts = {"W0": 0, "W1": 10, "W2": 20, "W3": 10_000, "W4": 10_005}
+    groups = group_for_sync(starts, P, group_size=2, slack_ticks=100)
+    assert [(s, [p.webid for p in ps]) for s, ps in groups] == [(0, ["W0", "W1"]), (20, ["W2"]),
+                                                               (10_000, ["W3", "W4"])]
+
+
+def test_max_count_keeps_a_full_answer_under_the_limit() -> None:
+    assert max_count_for(100, 150_000) * 100 <= 150_000
+    assert max_count_for(1, 150_000) == 150_000
+    assert max_count_for(10**6, 10) == 1
+    assert TICKS_PER_SECOND == 10_000_000

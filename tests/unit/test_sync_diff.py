@@ -1,0 +1,53 @@
+import math
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from piflow import schema
+from piflow.jobs.discover import catalog_changes
+from piflow.jobs.sync import split_new_and_changed
+
+
+def values(rows: list[tuple[str, int, int, float]]) -> pa.Table:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    return pa.Table.from_pylist(
+        [{"webid": w, "timestamp": datetime.fromtimestamp(t, UTC), "seq": s, "date": now.date(),
+          "value_kind": "number", "value_double": v, "is_system": False, "good": True, "questionable": False,
+          "substituted": False, "annotated": False, "source": "recorded", "ingested_at": now}
+         for w, t, s, v in rows],
+        schema=schema.PI_VALUES,
+    )
+
+
+def test_new_changed_and_unchanged_rows() -> None:
+    existing = values([("A", 1, 0, 1.0), ("A", 2, 0, 2.0), ("B", 1, 0, math.nan)])
+    fetched = values([("A", 1, 0, 1.0), ("A", 2, 0, 2.5), ("A", 2, 1, 9.0), ("B", 1, 0, math.nan), ("B", 3, 0, 3.0)])
+    new, changed = split_new_and_changed(fetched, existing.select(list(schema.PI_VALUES_CONTENT)))
+    assert sorted((r["webid"], r["seq"], r["value_double"]) for r in new.to_pylist()) == [("A", 1, 9.0), ("B", 0, 3.0)]
+    assert [(r["webid"], r["value_double"]) for r in changed.to_pylist()] == [("A", 2.5)]
+
+
+def test_empty_table_means_everything_is_new() -> None:
+    fetched = values([("A", 1, 0, 1.0)])
+    new, changed = split_new_and_changed(fetched, schema.PI_VALUES.empty_table())
+    assert new.num_rows == 1 and changed.num_rows == 0
+
+
+def test_catalog_changes_insert_update_tombstone_and_noop() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    t1 = datetime(2026, 1, 2, tzinfo=UTC)
+
+    def point(webid: str, name: str, desc: str = "d", deleted: bool = False) -> dict[str, object]:
+        return {"webid": webid, "id": 1, "name": name, "path": f"\\\\S\\{name}", "server": "S", "descriptor": desc,
+                "point_class": "classic", "point_type": "Float32", "digital_set": None, "engineering_units": "m",
+                "span": 1.0, "zero": 0.0, "step": False, "future": False, "is_deleted": deleted,
+                "first_seen": t0, "last_seen": t0}
+
+    existing = [point("1", "A1"), point("2", "A2"), point("3", "B3"), point("4", "A4", deleted=True)]
+    current = [point("1", "A1"), point("2", "A2", desc="changed"), point("5", "A5")]
+    changes = {c["webid"]: c for c in catalog_changes(existing, current, "S", "A*", t1)}
+    assert set(changes) == {"2", "5"} | set()  # 3 is out of scope (B*), 4 already tombstoned
+    assert changes["2"]["descriptor"] == "changed" and changes["2"]["first_seen"] == t0
+    gone = catalog_changes(existing, [point("2", "A2")], "S", "A*", t1)
+    assert [(c["webid"], c["is_deleted"]) for c in gone] == [("1", True)]
+    assert catalog_changes(existing[:2], existing[:2], "S", "*", t1) == []
