@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -147,6 +147,11 @@ async def run_backfill(settings: PiflowSettings, progress: Progress | None = Non
                 await committer.drain()
                 advance_watermarks(sink, committer.watermarks)
                 result.values_written = committer.written
+                if reader.stats.missing:
+                    result.status = "partial"
+                    result.errors += len(reader.stats.missing)
+                    result.message = (f"{len(reader.stats.missing)} point(s) unknown to the server, not written: "
+                                      + "; ".join(list(reader.stats.missing.values())[:5]))
                 result.details = {"units": len(units), "pages": reader.stats.pages,
                                   "continuations": reader.stats.continuations, "splits": reader.stats.splits}
             finally:
@@ -169,6 +174,9 @@ async def _run_units(units: list[WorkUnit], reader: RecordedReader, committer: _
             except asyncio.QueueEmpty:
                 return
             table = await reader.read(list(unit.points), unit.start_ticks, unit.end_ticks, final=unit.final)
+            if reader.stats.missing:
+                # A point the server no longer knows is not marked done: the next run tries it again.
+                unit = replace(unit, points=tuple(p for p in unit.points if p.webid not in reader.stats.missing))
             committer.add(unit, table)
             progress.advance(1, table.num_rows)
             await committer.maybe_flush()

@@ -19,7 +19,7 @@ from typing import Protocol
 import pyarrow as pa
 
 from piflow import decode, schema
-from piflow.errors import BadResponseError, DecodeError, PiflowError, TooManyItemsError
+from piflow.errors import BadResponseError, DecodeError, NotFoundError, PiflowError, TooManyItemsError
 from piflow.pitime import format_ticks, from_ticks, parse_iso_ticks
 from piflow.planner import PointRef, max_count_for
 
@@ -64,6 +64,8 @@ class ReaderStats:
     splits: int = 0
     values: int = 0
     per_point: dict[str, int] = field(default_factory=dict)
+    # Points the server no longer knows (404), with the error that says so; the rest of their call is kept.
+    missing: dict[str, str] = field(default_factory=dict)
 
 
 class RecordedReader:
@@ -98,16 +100,19 @@ class RecordedReader:
             body = await self.source.streamset_recorded_bytes(
                 [p.webid for p in points], start, end, mc, STREAMSET_FIELDS
             )
-        except TooManyItemsError:
+        except (TooManyItemsError, NotFoundError) as exc:
             self.stats.splits += 1
-            if len(points) > 1:
+            if len(points) > 1:  # split: fewer points per call, or find the one the server does not know
                 half = len(points) // 2
                 a = await self._streamset(builder, points[:half], start, end, window)
                 b = await self._streamset(builder, points[half:], start, end, window)
                 return a + b
+            if isinstance(exc, NotFoundError):
+                self._missing(points[0], exc, window)
+                return []
             if mc > 1:
                 return await self._streamset(builder, points, start, end, window, max(1, mc // 2))
-            raise
+            raise exc.located(point=points[0].name, window=window) from None
         except PiflowError as exc:
             raise exc.located(point=_names(points), window=window) from None
         page = decode.decode_streamset_page(body)
@@ -136,17 +141,25 @@ class RecordedReader:
     ) -> _Cursor | None:
         try:
             body = await self.source.recorded_bytes(cur.point.webid, cur.start, end, cur.max_count, STREAM_FIELDS)
-        except TooManyItemsError:
+        except TooManyItemsError as exc:
             self.stats.splits += 1
             if cur.max_count > 1:
                 cur.max_count = max(1, cur.max_count // 2)
                 return cur
-            raise
+            raise exc.located(point=cur.point.name, window=window) from None
+        except NotFoundError as exc:
+            self._missing(cur.point, exc, window)
+            return None
         except PiflowError as exc:
             raise exc.located(point=cur.point.name, window=window) from None
         page = decode.decode_stream_page(body)
         self.stats.pages += 1
         return self._take(builder, cur, page.Items, page.UnitsAbbreviation, window)
+
+    def _missing(self, point: PointRef, exc: NotFoundError, window: tuple[datetime, datetime]) -> None:
+        exc.located(point=point.name, window=window)
+        log.warning("point %s is unknown to the server (deleted?): %s", point.name, exc)
+        self.stats.missing[point.webid] = str(exc)
 
     def _take(
         self, builder: decode.ColumnBuilder, cur: _Cursor, items: list[decode.PiValue], units: str | None,

@@ -88,6 +88,25 @@ def existing_rows(sink: DeltaSink, webids: list[str], since_us: int) -> pa.Table
     return sink.read("pi_values", columns=list(schema.PI_VALUES_CONTENT), filter=flt)
 
 
+def commit_diff(sink: DeltaSink, fetched: pa.Table, webids: list[str], since_us: int,
+                metadata: dict[str, str]) -> tuple[int, int]:
+    """Make the table hold ``fetched`` for these points from ``since`` on, without duplicating anything.
+
+    ``fetched`` must be everything the server holds for ``webids`` over the range it covers (so that seq
+    numbers are the server's). New keys are appended; keys whose content changed are merged; the
+    watermarks then move forward. Safe to repeat: a second call with the same data changes nothing.
+    Returns (inserted, updated).
+    """
+    new_rows, changed = split_new_and_changed(fetched, existing_rows(sink, webids, since_us))
+    if new_rows.num_rows:
+        sink.append("pi_values", new_rows, metadata=metadata)
+    if changed.num_rows:
+        since_date = datetime.fromtimestamp(since_us / 1_000_000, UTC).date().isoformat()
+        sink.upsert("pi_values", changed, KEY, extra_predicate=f"t.date >= '{since_date}'", metadata=metadata)
+    advance_watermarks(sink, max_timestamps(fetched))
+    return new_rows.num_rows, changed.num_rows
+
+
 async def run_sync(settings: PiflowSettings, progress: Progress | None = None) -> RunResult:
     progress = progress or NullProgress()
     sink = DeltaSink(settings.target)
@@ -123,16 +142,10 @@ async def run_sync(settings: PiflowSettings, progress: Progress | None = None) -
             finally:
                 take_client_counters(result, client)
         since_us = min(starts.values()) // TICKS_PER_US
-        new_rows, changed = split_new_and_changed(fetched, existing_rows(sink, [p.webid for p in points], since_us))
-        meta = {"piflow.job": "sync", "piflow.run_id": result.run_id}
-        if new_rows.num_rows:
-            sink.append("pi_values", new_rows, metadata=meta)
-        if changed.num_rows:
-            since_date = datetime.fromtimestamp(since_us / 1_000_000, UTC).date().isoformat()
-            sink.upsert("pi_values", changed, KEY, extra_predicate=f"t.date >= '{since_date}'", metadata=meta)
-        advance_watermarks(sink, max_timestamps(fetched))
-        result.values_written = new_rows.num_rows + changed.num_rows
-        result.details = {"read": fetched.num_rows, "inserted": new_rows.num_rows, "updated": changed.num_rows}
+        inserted, updated = commit_diff(sink, fetched, [p.webid for p in points], since_us,
+                                        {"piflow.job": "sync", "piflow.run_id": result.run_id})
+        result.values_written = inserted + updated
+        result.details = {"read": fetched.num_rows, "inserted": inserted, "updated": updated}
         progress.close()
     return result
 
