@@ -9,13 +9,13 @@ refuses as over ``MaxReturnedItemsPerCall`` is split (fewer points per call, the
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+import numpy as np
 import pyarrow as pa
 
 from piflow import decode, schema
@@ -181,12 +181,12 @@ class RecordedReader:
         if not full:
             return None
         # Resume from the newest timestamp of this page, inclusive.
-        ticks = [_ticks(v, cur, window) for v in items]
-        if any(b < a for a, b in itertools.pairwise(ticks)):
+        ticks = _page_ticks(items, cur, window)
+        if bool((ticks[1:] < ticks[:-1]).any()):
             raise BadResponseError("recorded page is not in time order; cannot page through it safely",
                                    point=cur.point.name, window=window)
-        last = ticks[-1]
-        at_last = sum(1 for t in ticks if t == last)
+        last = int(ticks[-1])
+        at_last = int((ticks == last).sum())
         if cur.seen_at_start and last == parse_iso_ticks(cur.start):
             at_last = cur.seen_at_start + len(kept)
             if not kept:
@@ -196,6 +196,15 @@ class RecordedReader:
                                       point=cur.point.name, window=window)
                 return _Cursor(cur.point, cur.start, cur.seen_at_start, min(self.max_count_cap, cur.max_count * 4))
         return _Cursor(cur.point, format_ticks(last), at_last, cur.max_count)
+
+
+def _page_ticks(items: list[decode.PiValue], cur: _Cursor, window: tuple[datetime, datetime]) -> np.ndarray:
+    """Ticks (100 ns) of every value of a page, parsed in Arrow rather than one by one."""
+    try:
+        ns = decode.ascii_strings([v.Timestamp or "" for v in items]).cast(pa.timestamp("ns", tz="UTC"))
+    except pa.ArrowInvalid as exc:
+        raise DecodeError("unparseable timestamp in a recorded page", point=cur.point.name, window=window) from exc
+    return np.asarray(ns.cast(pa.int64()).to_numpy(zero_copy_only=False)) // 100
 
 
 def _ticks(v: decode.PiValue, cur: _Cursor, window: tuple[datetime, datetime]) -> int:
