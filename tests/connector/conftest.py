@@ -23,7 +23,7 @@ FILTER = "BRK.A0.*"  # 200 points of every type
 @pytest.fixture
 def emulator() -> Iterator[EmulatorServer]:
     # A small item limit forces splitting and paging on every unit.
-    with EmulatorServer(EmulatorSettings(points=1000, seed=11, now=T0, frozen=True, max_returned_items=20_000)) as srv:
+    with EmulatorServer(EmulatorSettings(points=1000, seed=11, now=T0, frozen=True, max_returned_items=5_000)) as srv:
         yield srv
 
 

@@ -1,0 +1,472 @@
+"""The ``piflow`` command line (typer).
+
+The CLI is a thin shell: it loads settings, configures logging and the progress display (the library never
+does either), calls one job function and prints its result. Job modules are imported inside each command so
+the CLI starts fast and still works while a job is missing. A :class:`~piflow.errors.PiflowError` ends a
+command with exit code 1 and one red line on stderr (the traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from piflow.config import PiflowSettings
+    from piflow.progress import Progress
+
+app = typer.Typer(
+    name="piflow",
+    help="AVEVA PI System (PI Web API) to Delta Lake tables.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+EXIT_ERROR = 1
+EXIT_UNAVAILABLE = 2
+PIPED_WIDTH = 240
+RESULT_FIELDS = ("run_id", "job", "status", "points", "values_written", "requests", "retries", "errors",
+                 "duration_s", "message")
+
+AuthKind = Literal["none", "basic", "bearer", "oidc", "kerberos"]
+ProgressMode = Literal["auto", "always", "never"]
+EmulatorAuth = Literal["anonymous", "basic", "bearer", "oidc"]
+
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="TOML settings file (default: ./piflow.toml if it exists).")]
+UrlOpt = Annotated[str | None, typer.Option(help="PI Web API base, e.g. https://pi.example.com/piwebapi.")]
+TargetOpt = Annotated[str | None, typer.Option(help="Folder or object-store URI holding the Delta tables.")]
+PointsOpt = Annotated[str | None, typer.Option(help="PI point name filter, e.g. 'PLANT1*'.")]
+StartOpt = Annotated[str | None, typer.Option(help="Start time (PI time string, e.g. '*-1d', ISO-8601).")]
+EndOpt = Annotated[str | None, typer.Option(help="End time (PI time string, e.g. '*').")]
+AuthOpt = Annotated[AuthKind | None, typer.Option(help="Authentication to the PI Web API.")]
+ProgressOpt = Annotated[ProgressMode | None, typer.Option(
+    help="Progress bar: auto (when stderr is a terminal), always, never.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+
+
+# --- plumbing ---------------------------------------------------------------------------------------------
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _stdout() -> Console:
+    """Results on stdout; when piped, wide enough that no table cell (a WebID, a name) is cut short."""
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=max(console.width, PIPED_WIDTH))
+    return console
+
+
+@contextmanager
+def _errors_handled(debug: bool) -> Iterator[None]:
+    """PiflowError -> one red line on stderr and exit 1; everything else keeps its traceback."""
+    from piflow.errors import PiflowError
+    from piflow.logs import redact
+
+    try:
+        yield
+    except PiflowError as exc:
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        message = redact(" ".join(str(exc).split()))  # one line, and never a credential
+        _stderr().print(Text(f"error: {message}", style="bold red"), soft_wrap=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    except KeyboardInterrupt:
+        _stderr().print(Text("interrupted", style="red"))
+        raise typer.Exit(130) from None
+
+
+def _unavailable(command: str, why: str) -> NoReturn:
+    _stderr().print(Text(f"piflow {command}: {why}", style="yellow"), soft_wrap=True)
+    raise typer.Exit(EXIT_UNAVAILABLE)
+
+
+def _job_function(command: str, module: str, name: str) -> Callable[..., Any]:
+    """``piflow.jobs.<module>.<name>``, or exit 2 if that job is not part of this build yet."""
+    full = f"piflow.jobs.{module}"
+    try:
+        mod = importlib.import_module(full)
+    except ModuleNotFoundError as exc:
+        if exc.name != full:
+            raise
+        _unavailable(command, "not implemented yet")
+    fn: Callable[..., Any] = getattr(mod, name)
+    return fn
+
+
+def _setup(config: Path | None, overrides: dict[str, object]) -> PiflowSettings:
+    """Settings plus logging, in that order (the log format is itself a setting)."""
+    from piflow.config import load_settings
+    from piflow.logs import configure_logging
+
+    settings = load_settings(config, overrides)
+    configure_logging(settings.log_level, settings.log_json)
+    if not settings.verify_tls:
+        logging.getLogger("piflow").warning(
+            "TLS certificate verification is OFF (verify_tls = false): use ca_bundle for an internal CA")
+    return settings
+
+
+def _common(url: str | None = None, target: str | None = None, points: str | None = None,
+            start: str | None = None, end: str | None = None, auth: str | None = None,
+            progress: str | None = None) -> dict[str, object]:
+    return {"url": url, "target": target, "points": points, "start": start, "end": end, "auth": auth,
+            "progress": progress}
+
+
+def _progress_for(settings: PiflowSettings) -> Progress:
+    from piflow.progress import make_progress
+
+    return make_progress(settings.progress)
+
+
+def _run_async_job(command: str, module: str, name: str, config: Path | None, overrides: dict[str, object],
+                   debug: bool) -> None:
+    """The shape of discover/backfill/sync: settings, job(settings, progress), result table, exit code."""
+    with _errors_handled(debug):
+        settings = _setup(config, overrides)
+        settings.require_url()
+        job = _job_function(command, module, name)
+        progress = _progress_for(settings)
+        try:
+            result = asyncio.run(job(settings, progress))
+        finally:
+            progress.close()
+        _print_result(result)
+        if str(getattr(result, "status", "")).lower() in ("failed", "error"):
+            raise typer.Exit(EXIT_ERROR)
+
+
+def result_rows(result: object) -> list[tuple[str, str]]:
+    """A RunResult as (field, text) rows: the fields people read, in a stable order."""
+    return [(f, _fmt(getattr(result, f))) for f in RESULT_FIELDS if hasattr(result, f)]
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.3f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list | tuple):
+        return ", ".join(_fmt(v) for v in value) if value else "-"
+    return "-" if value is None or value == "" else str(value)
+
+
+def _print_result(result: object) -> None:
+    """The end-of-command summary of a job run."""
+    table = Table(title=f"{getattr(result, 'job', 'run')} run", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for field, text in result_rows(result):
+        table.add_row(field, text)
+    _stdout().print(table)
+
+
+def _as_row(item: object) -> dict[str, object] | None:
+    if isinstance(item, dict):
+        return {str(k): v for k, v in item.items()}
+    if hasattr(item, "run_id"):
+        return dict(result_rows(item))
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return dataclasses.asdict(item)
+    return None
+
+
+def summary_tables(summary: dict[str, object]) -> list[Table]:
+    """A job's summary dict as tables: scalars in one key/value table, each list of records in its own."""
+    pairs = Table(show_header=False)
+    pairs.add_column(style="bold")
+    pairs.add_column()
+    tables = [pairs]
+    for key, value in summary.items():
+        rows = [_as_row(v) for v in value] if isinstance(value, list) and value else None
+        if rows and all(r is not None for r in rows):
+            tables.append(records_table(key, [r for r in rows if r is not None]))
+        else:
+            pairs.add_row(key, _fmt(value))
+    return tables if pairs.row_count else tables[1:]
+
+
+def records_table(title: str, rows: list[dict[str, object]]) -> Table:
+    """One row per record, columns in first-seen order."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*(_fmt(row.get(c)) for c in columns))
+    return table
+
+
+# --- commands ---------------------------------------------------------------------------------------------
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    """AVEVA PI System (PI Web API) to Delta Lake tables."""
+    if version:
+        from piflow import __version__
+
+        typer.echo(f"piflow {__version__}")
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+
+
+@app.command()
+def emulator(
+    port: Annotated[int, typer.Option(help="TCP port to listen on.", min=1, max=65535)] = 8080,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    points: Annotated[int | None, typer.Option(help="Number of PI points per data server.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the deterministic data.")] = None,
+    now: Annotated[str | None, typer.Option(help="Virtual time at start (ISO-8601).")] = None,
+    frozen: Annotated[bool | None, typer.Option("--frozen", help="Do not let the virtual clock run.")] = None,
+    data_servers: Annotated[int | None, typer.Option(help="Number of data servers.")] = None,
+    late_share: Annotated[float | None, typer.Option(help="Share of values that arrive late.")] = None,
+    edit_share: Annotated[float | None, typer.Option(help="Share of values edited afterwards.")] = None,
+    max_returned_items: Annotated[int | None, typer.Option(help="MaxReturnedItemsPerCall.")] = None,
+    auth: Annotated[EmulatorAuth | None, typer.Option(help="Authentication the emulator demands.")] = None,
+    latency_ms: Annotated[float | None, typer.Option(help="Added latency per request (ms).")] = None,
+    latency_jitter_ms: Annotated[float | None, typer.Option(help="Random extra latency (ms).")] = None,
+    error_rate: Annotated[float | None, typer.Option(help="Share of requests answered 5xx.")] = None,
+    rate_limit_rps: Annotated[float | None, typer.Option(help="Requests/s before 429 (0 = off).")] = None,
+    drop_rate: Annotated[float | None, typer.Option(help="Share of responses dropped mid-body.")] = None,
+    slow_body_ms: Annotated[float | None, typer.Option(help="Delay between body chunks (ms).")] = None,
+    channel_close_every_s: Annotated[float | None, typer.Option(help="Close channels after N s.")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="TOML file whose [emulator] table sets defaults for these flags.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Serve the PI Web API emulator (deterministic data, PI's limits, auth modes, faults)."""
+    with _errors_handled(debug):
+        from piflow.config import load_emulator_settings
+
+        flags: dict[str, object] = {
+            "points": points, "seed": seed, "now": _parse_now(now), "frozen": frozen,
+            "data_servers": data_servers, "late_share": late_share, "edit_share": edit_share,
+            "max_returned_items": max_returned_items, "auth": auth, "latency_ms": latency_ms,
+            "latency_jitter_ms": latency_jitter_ms, "error_rate": error_rate,
+            "rate_limit_rps": rate_limit_rps, "drop_rate": drop_rate, "slow_body_ms": slow_body_ms,
+            "channel_close_every_s": channel_close_every_s,
+        }
+        settings = load_emulator_settings(config, flags)
+        try:
+            serve = importlib.import_module("piflow.emulator.server").serve
+        except ModuleNotFoundError as exc:
+            if exc.name != "piflow.emulator.server":
+                raise
+            _unavailable("emulator", "the emulator server is not part of this build")
+
+        typer.echo(f"http://{host}:{port}/piwebapi")
+        sys.stdout.flush()
+        serve(settings, host, port, log_level=log_level)
+
+
+def _parse_now(text: str | None) -> datetime | None:
+    from piflow.errors import ConfigError
+    from piflow.pitime import from_ticks, parse_iso_ticks
+
+    if text is None:
+        return None
+    try:
+        return from_ticks(parse_iso_ticks(text))
+    except ValueError:
+        raise ConfigError("now", f"not an ISO-8601 timestamp: {text!r}") from None
+
+
+@app.command()
+def demo(
+    target: TargetOpt = None, config: ConfigOpt = None, progress: ProgressOpt = None, debug: DebugOpt = False,
+) -> None:
+    """Start an emulator, load its data into Delta tables under TARGET, and summarise them."""
+    with _errors_handled(debug):
+        settings = _setup(config, _common(target=target, progress=progress))
+        run_demo = _job_function("demo", "demo", "run_demo")
+        mode = settings.progress
+
+        def progress_factory(*_: object) -> Progress:
+            from piflow.progress import make_progress
+
+            return make_progress(mode)
+
+        summary = run_demo(settings.target, progress_factory)
+        out = _stdout()
+        out.print(f"demo: Delta tables written to {settings.target}", soft_wrap=True)
+        for table in summary_tables(summary or {}):
+            out.print(table)
+
+
+@app.command()
+def discover(
+    config: ConfigOpt = None, url: UrlOpt = None, target: TargetOpt = None, points: PointsOpt = None,
+    start: StartOpt = None, end: EndOpt = None, auth: AuthOpt = None, progress: ProgressOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Read the point catalog into pi_points (new, changed and deleted points)."""
+    _run_async_job("discover", "discover", "run_discover", config,
+                   _common(url, target, points, start, end, auth, progress), debug)
+
+
+@app.command()
+def backfill(
+    config: ConfigOpt = None, url: UrlOpt = None, target: TargetOpt = None, points: PointsOpt = None,
+    start: StartOpt = None, end: EndOpt = None, auth: AuthOpt = None, progress: ProgressOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Load recorded values from START to END into pi_values (resumable)."""
+    _run_async_job("backfill", "backfill", "run_backfill", config,
+                   _common(url, target, points, start, end, auth, progress), debug)
+
+
+@app.command()
+def sync(
+    config: ConfigOpt = None, url: UrlOpt = None, target: TargetOpt = None, points: PointsOpt = None,
+    start: StartOpt = None, end: EndOpt = None, auth: AuthOpt = None, progress: ProgressOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Load what is new since each point's watermark into pi_values (exactly once)."""
+    _run_async_job("sync", "sync", "run_sync", config,
+                   _common(url, target, points, start, end, auth, progress), debug)
+
+
+def _not_yet(command: str, config: Path | None, overrides: dict[str, object], debug: bool) -> None:
+    with _errors_handled(debug):
+        _setup(config, overrides)  # a broken config is still reported as such
+        _unavailable(command, "not implemented yet")
+
+
+@app.command()
+def stream(
+    config: ConfigOpt = None, url: UrlOpt = None, target: TargetOpt = None, points: PointsOpt = None,
+    start: StartOpt = None, end: EndOpt = None, auth: AuthOpt = None, progress: ProgressOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Stream new values through PI channels into pi_values (not implemented yet)."""
+    _not_yet("stream", config, _common(url, target, points, start, end, auth, progress), debug)
+
+
+@app.command()
+def af(
+    config: ConfigOpt = None, url: UrlOpt = None, target: TargetOpt = None, points: PointsOpt = None,
+    start: StartOpt = None, end: EndOpt = None, auth: AuthOpt = None, progress: ProgressOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Read the AF asset model into pi_af_elements and pi_af_attributes (not implemented yet)."""
+    _not_yet("af", config, _common(url, target, points, start, end, auth, progress), debug)
+
+
+@app.command()
+def events(
+    config: ConfigOpt = None, url: UrlOpt = None, target: TargetOpt = None, points: PointsOpt = None,
+    start: StartOpt = None, end: EndOpt = None, auth: AuthOpt = None, progress: ProgressOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Read event frames into pi_event_frames (not implemented yet)."""
+    _not_yet("events", config, _common(url, target, points, start, end, auth, progress), debug)
+
+
+@app.command()
+def status(
+    config: ConfigOpt = None, url: UrlOpt = None, target: TargetOpt = None, points: PointsOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Show each point's watermark and how far it lags behind now."""
+    with _errors_handled(debug):
+        settings = _setup(config, _common(url=url, target=target, points=points))
+        status_rows = _job_function("status", "status", "status_rows")
+        rows: list[dict[str, object]] = status_rows(settings)
+        if not rows:
+            msg = f"no watermarks in {settings.target} yet (run backfill or sync first)"
+            _stdout().print(msg, soft_wrap=True)
+            return
+        _stdout().print(status_table(rows))
+
+
+def status_table(rows: list[dict[str, object]]) -> Table:
+    """Watermarks and lag, one row per point, columns in the order the rows give them."""
+    table = Table(title=f"{len(rows):,} points")
+    columns = list(rows[0])
+    for col in columns:
+        table.add_column(col, justify="right" if col == "lag_s" else "left")
+    for row in rows:
+        table.add_row(*(_fmt_lag(row.get(c)) if c == "lag_s" else _fmt(row.get(c)) for c in columns))
+    return table
+
+
+def _fmt_lag(value: object) -> str:
+    return f"{value:,.1f}" if isinstance(value, int | float) else _fmt(value)
+
+
+@app.command()
+def optimize(config: ConfigOpt = None, target: TargetOpt = None, debug: DebugOpt = False) -> None:
+    """Compact the Delta tables under TARGET and vacuum old files."""
+    with _errors_handled(debug):
+        settings = _setup(config, _common(target=target))
+        run_optimize = _job_function("optimize", "optimize", "run_optimize")
+        summary: dict[str, object] = run_optimize(settings)
+        out = _stdout()
+        if not summary:
+            out.print(f"no Delta tables in {settings.target}: nothing to optimize", soft_wrap=True)
+            return
+        out.print(optimize_table(summary, settings.target))
+
+
+def optimize_table(summary: dict[str, object], target: str) -> Table:
+    """Per table: files compacted, bytes before and after, files vacuumed (delta-rs metric names)."""
+    table = Table(title=f"optimize {target}", title_justify="left")
+    for col in ("table", "files removed", "files added", "bytes removed", "bytes added", "vacuumed files"):
+        table.add_column(col, justify="left" if col == "table" else "right")
+    for name, stats in summary.items():
+        m = stats if isinstance(stats, dict) else {}
+        removed, added = m.get("filesRemoved"), m.get("filesAdded")
+        table.add_row(
+            name, _fmt(m.get("numFilesRemoved")), _fmt(m.get("numFilesAdded")),
+            _fmt(_total_size(removed)), _fmt(_total_size(added)), _fmt(m.get("vacuumed_files")),
+        )
+    return table
+
+
+def _total_size(files: object) -> object:
+    """delta-rs reports file stats as a dict or as its JSON text."""
+    if isinstance(files, str):
+        try:
+            files = json.loads(files)
+        except ValueError:
+            return None
+    return files.get("totalSize") if isinstance(files, dict) else None
+
+
+def main() -> None:
+    """Console-script entry point (``piflow``) and ``python -m piflow``."""
+    app(prog_name="piflow")

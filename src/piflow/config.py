@@ -1,0 +1,379 @@
+"""piflow settings: one object, from defaults < ``piflow.toml`` < environment (``PIFLOW_*``) < CLI flags.
+
+Every problem becomes exactly one :class:`~piflow.errors.ConfigError` naming the setting, so that a user sees
+one clear line instead of a pydantic report. Secrets (password, token, OIDC client secret) are accepted only
+from the environment or from a file named by the matching ``*_file`` setting, never from the TOML itself:
+config files get committed, copied and pasted into tickets.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from contextvars import ContextVar
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from piflow.errors import ConfigError
+from piflow.pitime import parse_interval, parse_pi_time
+
+if TYPE_CHECKING:
+    from piflow.client.auth import Auth
+    from piflow.emulator.settings import EmulatorSettings
+
+DEFAULT_CONFIG = Path("piflow.toml")
+AuthKind = Literal["none", "basic", "bearer", "oidc", "kerberos"]
+ProgressMode = Literal["auto", "always", "never"]
+
+# secret setting -> the file setting that may hold it instead
+SECRET_FILES: dict[str, str] = {
+    "password": "password_file",
+    "token": "token_file",
+    "oidc_client_secret": "oidc_client_secret_file",
+}
+
+# Values read from piflow.toml for the settings object being built right now (see load_settings).
+_TOML_VALUES: ContextVar[dict[str, Any]] = ContextVar("_TOML_VALUES", default={})  # noqa: B039
+
+
+class PiflowSettings(BaseSettings):
+    """Everything a piflow job needs to know; build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PIFLOW_", extra="forbid", validate_default=True, case_sensitive=False,
+    )
+
+    url: str | None = None
+    auth: AuthKind = "none"
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_client_secret_file: Path | None = None
+    oidc_token_url: str | None = None
+    oidc_scope: str | None = None
+    verify_tls: bool = True
+    ca_bundle: Path | None = None
+    target: str = "./lake"
+    points: str = "*"
+    server: str | None = None
+    start: str = "*-1d"
+    end: str = "*"
+    window: str | None = None
+    concurrency: int = Field(default=8, ge=1)
+    max_rps: float = Field(default=0.0, ge=0)
+    points_per_request: int = Field(default=0, ge=0)
+    safety_lag: str = "30s"
+    lookback: str = "1h"
+    timeout_s: float = Field(default=60.0, gt=0)
+    retries: int = Field(default=8, ge=0)
+    log_json: bool = False
+    log_level: str = "INFO"
+    progress: ProgressMode = "auto"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (init) beat the environment, which beats the TOML; no .env or secrets-dir magic."""
+        return init_settings, env_settings, InitSettingsSource(settings_cls, dict(_TOML_VALUES.get()))
+
+    # --- field checks -------------------------------------------------------------------------------------
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str | None) -> str | None:
+        return None if v is None or not v.strip() else normalise_url(v)
+
+    @field_validator("oidc_token_url")
+    @classmethod
+    def _check_token_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            _split_http_url("oidc_token_url", v)
+        return v
+
+    @field_validator("start", "end")
+    @classmethod
+    def _check_time(cls, v: str) -> str:
+        parse_pi_time(v, datetime.now(UTC))  # ValueError names the string
+        return v
+
+    @field_validator("window", "safety_lag", "lookback")
+    @classmethod
+    def _check_interval(cls, v: str | None) -> str | None:
+        if v is not None and v.strip().lower() not in ("", "auto"):
+            parse_interval(v)
+        return None if v is None or v.strip().lower() in ("", "auto") else v.strip()
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, v: str) -> str:
+        level = v.strip().upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _resolve(self) -> PiflowSettings:
+        """Read secret files, then check that the chosen auth has what it needs (ConfigError propagates)."""
+        for secret, file_setting in SECRET_FILES.items():
+            path: Path | None = getattr(self, file_setting)
+            if path is None:
+                continue
+            if getattr(self, secret) is not None:
+                raise ConfigError(file_setting, f"both {secret} and {file_setting} are set; use one")
+            setattr(self, secret, SecretStr(_read_secret_file(file_setting, path)))
+        self._check_auth()
+        self._check_tls()
+        if self.safety_lag is None:
+            raise ConfigError("safety_lag", "must be an interval such as 30s")
+        if self.lookback is None:
+            raise ConfigError("lookback", "must be an interval such as 1h")
+        return self
+
+    def _check_auth(self) -> None:
+        if self.auth == "basic":
+            if not self.username:
+                raise ConfigError("username", "auth=basic needs a username (PIFLOW_USERNAME or in the TOML)")
+            if self.password is None:
+                raise ConfigError("password", "auth=basic needs a password: " + _secret_hint("password"))
+        elif self.auth == "bearer" and self.token is None:
+            raise ConfigError("token", "auth=bearer needs a token: " + _secret_hint("token"))
+        elif self.auth == "oidc":
+            if not self.oidc_client_id:
+                raise ConfigError("oidc_client_id", "auth=oidc needs a client id (PIFLOW_OIDC_CLIENT_ID)")
+            if self.oidc_client_secret is None:
+                hint = _secret_hint("oidc_client_secret")
+                raise ConfigError("oidc_client_secret", "auth=oidc needs a client secret: " + hint)
+
+    def _check_tls(self) -> None:
+        if self.ca_bundle is None:
+            return
+        if not self.verify_tls:
+            raise ConfigError("ca_bundle", "is set but verify_tls is false; drop one of them")
+        if not self.ca_bundle.expanduser().is_file():
+            raise ConfigError("ca_bundle", f"no such file: {self.ca_bundle}")
+
+    # --- helpers for the jobs -----------------------------------------------------------------------------
+
+    @property
+    def verify(self) -> bool | str:
+        """What the HTTP client's ``verify`` takes: False, True, or the CA bundle path."""
+        if not self.verify_tls:
+            return False
+        return str(self.ca_bundle.expanduser()) if self.ca_bundle is not None else True
+
+    @property
+    def window_delta(self) -> timedelta | None:
+        """The backfill window per request, or None for "auto" (the planner decides)."""
+        return None if self.window is None else parse_interval(self.window)
+
+    @property
+    def safety_lag_delta(self) -> timedelta:
+        return parse_interval(self.safety_lag)
+
+    @property
+    def lookback_delta(self) -> timedelta:
+        return parse_interval(self.lookback)
+
+    def require_url(self) -> str:
+        """The PI Web API base URL, or a ConfigError saying how to give it."""
+        if self.url is None:
+            raise ConfigError("url", "is required: pass --url, set PIFLOW_URL or set url in piflow.toml")
+        return self.url
+
+    def make_auth(self) -> Auth:
+        """The client auth object for ``auth`` (imported lazily so that settings load without the client)."""
+        from piflow.client import auth as client_auth
+
+        if self.auth == "basic":
+            assert self.username is not None
+            assert self.password is not None
+            return client_auth.BasicAuth(self.username, self.password.get_secret_value())
+        if self.auth == "bearer":
+            assert self.token is not None
+            return client_auth.BearerAuth(self.token.get_secret_value())
+        if self.auth == "oidc":
+            assert self.oidc_client_id is not None
+            assert self.oidc_client_secret is not None
+            return client_auth.OidcClientCredentials(
+                self.oidc_client_id, self.oidc_client_secret.get_secret_value(),
+                self.oidc_token_url, self.oidc_scope,
+            )
+        if self.auth == "kerberos":
+            return client_auth.KerberosAuth()
+        return client_auth.NoAuth()
+
+
+# --- URL --------------------------------------------------------------------------------------------------
+
+
+def _split_http_url(setting: str, url: str) -> tuple[str, str, str]:
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ConfigError(setting, f"must start with http:// or https://, got {url!r}")
+    if not parts.hostname:
+        raise ConfigError(setting, f"has no host name: {url!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError(setting, f"must not carry a query string or fragment: {url!r}")
+    return parts.scheme.lower(), parts.netloc, parts.path
+
+
+def normalise_url(url: str) -> str:
+    """The PI Web API base as ``scheme://host[:port][/prefix]/piwebapi`` without a trailing slash.
+
+    Users paste what their browser shows: with or without ``/piwebapi``, with a trailing slash, or a deeper
+    page such as ``.../piwebapi/dataservers``; all of these name the same base.
+    """
+    scheme, netloc, path = _split_http_url("url", url)
+    segments = [s for s in path.split("/") if s]
+    lowered = [s.lower() for s in segments]
+    if "piwebapi" in lowered:
+        segments = segments[: lowered.index("piwebapi")]
+    prefix = "/".join(segments)
+    return urlunsplit((scheme, netloc, f"/{prefix}/piwebapi" if prefix else "/piwebapi", "", ""))
+
+
+# --- TOML -------------------------------------------------------------------------------------------------
+
+
+def read_toml(config_path: Path | None) -> dict[str, Any]:
+    """The whole TOML document; {} when no path was given and ``./piflow.toml`` does not exist."""
+    path = config_path
+    if path is None:
+        if not DEFAULT_CONFIG.is_file():
+            return {}
+        path = DEFAULT_CONFIG
+    try:
+        with path.expanduser().open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("config", f"no such file: {path}") from None
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
+
+
+def piflow_table(doc: dict[str, Any]) -> dict[str, Any]:
+    """piflow's keys from a TOML document: top-level scalars plus the ``[piflow]`` table (which wins).
+
+    Other tables (``[emulator]``, a tool's own section) are left alone. Keys may use ``-`` for ``_``.
+    """
+    values = {_key(k): v for k, v in doc.items() if not isinstance(v, dict)}
+    table = doc.get("piflow", {})
+    if not isinstance(table, dict):
+        raise ConfigError("piflow", "must be a table ([piflow])")
+    values.update({_key(k): v for k, v in table.items()})
+    for key in values:
+        if key in SECRET_FILES:
+            raise ConfigError(key, "secrets are not read from the config file; " + _secret_hint(key))
+    _reject_unknown(values, set(PiflowSettings.model_fields), "config file")
+    return values
+
+
+def _reject_unknown(values: dict[str, Any], known: set[str], where: str) -> None:
+    """A typo in a config file must not silently fall back to a default."""
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(key, f"unknown setting in the {where}{hint}")
+
+
+def _key(key: str) -> str:
+    return key.strip().replace("-", "_").lower()
+
+
+def _secret_hint(secret: str) -> str:
+    return (f"set PIFLOW_{secret.upper()} in the environment or point {SECRET_FILES[secret]} "
+            f"(PIFLOW_{SECRET_FILES[secret].upper()}) at a file holding it")
+
+
+def _read_secret_file(setting: str, path: Path) -> str:
+    try:
+        text = path.expanduser().read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(setting, f"cannot read {path}: {exc.strerror or exc}") from None
+    if not text:
+        raise ConfigError(setting, f"{path} is empty")
+    return text
+
+
+# --- loading ----------------------------------------------------------------------------------------------
+
+
+def load_settings(
+    config_path: Path | None = None, overrides: dict[str, object] | None = None
+) -> PiflowSettings:
+    """Settings from defaults < TOML < ``PIFLOW_*`` environment < ``overrides`` (CLI flags; None = unset)."""
+    toml_values = piflow_table(read_toml(config_path))
+    flags: dict[str, Any] = {k: v for k, v in (overrides or {}).items() if v is not None}
+    token = _TOML_VALUES.set(toml_values)
+    try:
+        return PiflowSettings(**flags)
+    except ValidationError as exc:
+        raise config_error_from(exc) from None
+    finally:
+        _TOML_VALUES.reset(token)
+
+
+def config_error_from(exc: ValidationError) -> ConfigError:
+    """The first problem of a pydantic report as one ConfigError naming the setting (secrets not echoed)."""
+    err = exc.errors()[0]
+    loc = [str(x) for x in err.get("loc", ())]
+    setting = ".".join(loc) if loc else "settings"
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown setting"
+    elif (loc and loc[0] not in SECRET_FILES and isinstance(err.get("input"), str | int | float | bool)
+          and repr(err["input"]) not in msg):
+        msg = f"{msg} (got {err['input']!r})"
+    return ConfigError(setting, msg)
+
+
+# --- emulator ---------------------------------------------------------------------------------------------
+
+_FAULT_KEYS = ("latency_ms", "latency_jitter_ms", "error_rate", "rate_limit_rps", "drop_rate", "slow_body_ms",
+               "channel_close_every_s")
+
+
+def load_emulator_settings(config_path: Path | None, overrides: dict[str, object]) -> EmulatorSettings:
+    """Emulator settings from the TOML's ``[emulator]`` table, then flat CLI flags (None = unset).
+
+    Flags are flat (``--auth basic``, ``--error-rate 0.1``); they land in ``auth.mode`` and ``faults.*``.
+    """
+    from piflow.emulator.settings import EmulatorSettings
+
+    doc = read_toml(config_path) if config_path is not None else {}
+    table = doc.get("emulator", {})
+    if not isinstance(table, dict):
+        raise ConfigError("emulator", "must be a table ([emulator])")
+    data: dict[str, Any] = {_key(k): v for k, v in table.items()}
+    _reject_unknown(data, set(EmulatorSettings.model_fields), "[emulator] table")
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "auth":
+            data.setdefault("auth", {})["mode"] = value
+        elif key in _FAULT_KEYS:
+            data.setdefault("faults", {})[key] = value
+        else:
+            data[key] = value
+    try:
+        return EmulatorSettings.model_validate(data)
+    except ValidationError as exc:
+        raise config_error_from(exc) from None
