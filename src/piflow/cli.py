@@ -153,7 +153,8 @@ def _run_async_job(command: str, module: str, name: str, config: Path | None, ov
         finally:
             progress.close()
         _print_result(result)
-        if str(getattr(result, "status", "")).lower() in ("failed", "error"):
+        # "partial": some points could not be read (e.g. deleted on the server); a script must notice.
+        if str(getattr(result, "status", "")).lower() in ("failed", "error", "partial"):
             raise typer.Exit(EXIT_ERROR)
 
 

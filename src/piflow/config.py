@@ -71,6 +71,7 @@ class PiflowSettings(BaseSettings):
     concurrency: int = Field(default=8, ge=1)
     max_rps: float = Field(default=0.0, ge=0)
     points_per_request: int = Field(default=0, ge=0)
+    commit_rows: int = Field(default=1_000_000, ge=1)
     safety_lag: str = "30s"
     lookback: str = "1h"
     timeout_s: float = Field(default=60.0, gt=0)

@@ -63,6 +63,8 @@ class StreamsetEntry(msgspec.Struct, gc=False):
     Path: str | None = None
     UnitsAbbreviation: str | None = None
     Items: list[PiValue] = msgspec.field(default_factory=list)
+    # A per-stream failure inside a 200/207 answer (e.g. an unknown or deleted point): never an empty stream.
+    Exception: Any = None
 
 
 class StreamsetPage(msgspec.Struct, gc=False):

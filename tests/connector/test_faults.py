@@ -33,7 +33,7 @@ def expected(srv: EmulatorServer, target: Path, start, end, exclude: set[str] = 
     [
         FaultSettings(error_rate=0.25),  # 500/502/503 storms (502 as an HTML proxy page)
         FaultSettings(drop_rate=0.2),  # connections dropped mid-body
-        FaultSettings(rate_limit_rps=40),  # 429 with Retry-After
+        FaultSettings(rate_limit_rps=8),  # 429 with Retry-After
     ],
     ids=["5xx", "dropped", "429"],
 )

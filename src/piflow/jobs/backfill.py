@@ -55,6 +55,7 @@ class _Committer:
     written: int = 0
     watermarks: dict[str, int] = field(default_factory=dict)
     _pending_write: asyncio.Task[None] | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def add(self, unit: WorkUnit, table: pa.Table) -> None:
         self.ready.append((unit, table))
@@ -70,32 +71,40 @@ class _Committer:
         return take, tentative
 
     async def maybe_flush(self, force: bool = False) -> None:
-        take, tentative = self._flushable()
-        rows = sum(t.num_rows for _, t in take)
-        if not take or (rows < self.flush_rows and not force):
-            return
-        if self._pending_write is not None:
-            await self._pending_write  # one write at a time, in order
-            self._pending_write = None
-        taken = {id(t) for _, t in take}
-        self.ready = [(u, t) for u, t in self.ready if id(t) not in taken]
-        advanced = {p.webid for u, _ in take for p in u.points}
-        txns = sorted((self.plan.app_id(w), tentative[w]) for w in advanced)
-        data = pa.concat_tables([t for _, t in take]) if len(take) > 1 else take[0][1]
-        self.committed.update({w: tentative[w] for w in advanced})
-        for w, ts in max_timestamps(data).items():
-            self.watermarks[w] = max(ts, self.watermarks.get(w, ts))
-        self.written += data.num_rows
-        meta = {"piflow.job": "backfill", "piflow.range": self.plan.range_id}
-        self._pending_write = asyncio.create_task(
-            asyncio.to_thread(self.sink.append, "pi_values", data, transactions=txns, metadata=meta)
-        )
+        """Start a commit of what is flushable once there is enough of it (or ``force``).
+
+        Workers call this concurrently: the lock makes the check-and-start atomic, and a commit only starts
+        after the previous one has finished, so commits never race each other.
+        """
+        async with self._lock:
+            take, tentative = self._flushable()
+            rows = sum(t.num_rows for _, t in take)
+            if not take or (rows < self.flush_rows and not force):
+                return
+            if self._pending_write is not None:
+                await self._pending_write  # one write at a time, in order
+                self._pending_write = None
+                take, tentative = self._flushable()
+            taken = {id(t) for _, t in take}
+            self.ready = [(u, t) for u, t in self.ready if id(t) not in taken]
+            advanced = {p.webid for u, _ in take for p in u.points}
+            txns = sorted((self.plan.app_id(w), tentative[w]) for w in advanced)
+            data = pa.concat_tables([t for _, t in take]) if len(take) > 1 else take[0][1]
+            self.committed.update({w: tentative[w] for w in advanced})
+            for w, ts in max_timestamps(data).items():
+                self.watermarks[w] = max(ts, self.watermarks.get(w, ts))
+            self.written += data.num_rows
+            meta = {"piflow.job": "backfill", "piflow.range": self.plan.range_id}
+            self._pending_write = asyncio.create_task(
+                asyncio.to_thread(self.sink.append, "pi_values", data, transactions=txns, metadata=meta)
+            )
 
     async def drain(self) -> None:
         await self.maybe_flush(force=True)
-        if self._pending_write is not None:
-            await self._pending_write
-            self._pending_write = None
+        async with self._lock:
+            if self._pending_write is not None:
+                await self._pending_write
+                self._pending_write = None
 
 
 def committed_windows(sink: DeltaSink, plan: BackfillPlan, points: list[PointRef]) -> dict[str, int]:
@@ -141,7 +150,7 @@ async def run_backfill(settings: PiflowSettings, progress: Progress | None = Non
                 if len(units) == 0:
                     progress.note("nothing to do: the table already holds this range")
                 progress.start(len(units), f"backfill {len(points)} points")
-                committer = _Committer(sink, plan, committed)
+                committer = _Committer(sink, plan, committed, flush_rows=settings.commit_rows)
                 reader = RecordedReader(client)
                 await _run_units(units, reader, committer, settings.concurrency, progress)
                 await committer.drain()
