@@ -148,7 +148,7 @@ class ColumnBuilder:
             return
         ts = [v.Timestamp for v in values]
         if None in ts or "" in ts:
-            raise DecodeError(f"a value without Timestamp in {where or webid}", point=webid)
+            raise DecodeError("a value without Timestamp", point=where or webid)
         self.ts.extend(ts)  # type: ignore[arg-type]  # None was ruled out just above
         self.webid_runs.append((webid, n))
         self.good.extend([v.Good for v in values])

@@ -178,9 +178,11 @@ class RecordedReader:
             while skip < len(items) and skip < cur.seen_at_start and _ticks(items[skip], cur, window) == start_ticks:
                 skip += 1
         kept = items[skip:] if skip else items
-        where = f"{cur.point.name} {window[0].isoformat()}..{window[1].isoformat()}"
-        builder.add(cur.point.webid, kept, point_type=cur.point.point_type,
-                    default_units=units or cur.point.units, where=where)
+        try:
+            builder.add(cur.point.webid, kept, point_type=cur.point.point_type, default_units=units or cur.point.units,
+                        where=cur.point.name)
+        except DecodeError as exc:
+            raise exc.located(point=cur.point.name, window=window) from None
         self.stats.values += len(kept)
         self.stats.per_point[cur.point.webid] = self.stats.per_point.get(cur.point.webid, 0) + len(kept)
         if not full:

@@ -102,6 +102,14 @@ class DeltaSink:
         except (DeltaError, OSError, pa.ArrowInvalid) as exc:
             raise SinkError(f"append to {name} failed: {exc}") from exc
 
+    def overwrite(self, name: str, data: pa.Table) -> None:
+        """Replace the whole table in one commit (for small state tables)."""
+        self.ensure(name, contract.TABLES.get(name, data.schema))
+        try:
+            write_deltalake(self.uri(name), data, mode="overwrite", storage_options=self.storage_options or None)
+        except (DeltaError, OSError, pa.ArrowInvalid) as exc:
+            raise SinkError(f"overwrite of {name} failed: {exc}") from exc
+
     # ---- merges ------------------------------------------------------------------------------------------
     def upsert(
         self,
