@@ -76,7 +76,7 @@ def test_unknown_digital_state_is_kept_as_sent() -> None:
 def test_missing_flags_default_and_missing_timestamp_is_an_error() -> None:
     r = rows(b'{"Items": [{"Timestamp": "2026-01-01T00:00:00Z", "Value": 1}]}')[0]
     assert (r["good"], r["questionable"], r["substituted"], r["annotated"]) == (True, False, False, False)
-    with pytest.raises(DecodeError, match="without Timestamp"):
+    with pytest.raises(DecodeError, match="without Timestamp.*WEBID-X"):
         rows(b'{"Items": [{"Value": 1}]}', webid="WEBID-X")
 
 
