@@ -93,3 +93,31 @@ def group_for_sync(starts: dict[str, int], points: Sequence[PointRef], group_siz
 def max_count_for(group_size: int, max_items: int) -> int:
     """Per-stream maxCount so that a full answer never exceeds the server's item limit."""
     return max(1, max_items // max(1, group_size))
+
+
+class AdaptiveConcurrency:
+    """How many units may be in flight: additive increase, multiplicative decrease (pure).
+
+    Throttling (429, 503, dropped connections: the client's retry counter moves) halves the limit; a unit
+    much slower than the best seen so far (the server is struggling) takes one off; otherwise the limit
+    creeps back up to ``maximum``. This is what keeps a backfill polite without hand tuning.
+    """
+
+    def __init__(self, maximum: int, *, slow_factor: float = 3.0) -> None:
+        self.maximum = max(1, maximum)
+        self.limit = self.maximum
+        self.slow_factor = slow_factor
+        self._best_s_per_value: float | None = None
+
+    def on_throttled(self) -> None:
+        self.limit = max(1, self.limit // 2)
+
+    def on_done(self, seconds: float, values: int) -> None:
+        per_value = seconds / max(1, values)
+        best = self._best_s_per_value
+        if best is None or per_value < best:
+            self._best_s_per_value = per_value
+        if best is not None and values > 1000 and per_value > best * self.slow_factor:
+            self.limit = max(1, self.limit - 1)
+        elif self.limit < self.maximum:
+            self.limit += 1

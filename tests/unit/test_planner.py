@@ -43,3 +43,23 @@ def test_max_count_keeps_a_full_answer_under_the_limit() -> None:
     assert max_count_for(1, 150_000) == 150_000
     assert max_count_for(10**6, 10) == 1
     assert TICKS_PER_SECOND == 10_000_000
+
+
+def test_adaptive_concurrency_backs_off_and_recovers() -> None:
+    from piflow.planner import AdaptiveConcurrency
+
+    c = AdaptiveConcurrency(8)
+    c.on_throttled()
+    c.on_throttled()
+    assert c.limit == 2
+    c.on_done(1.0, 10_000)  # the first observation sets the baseline
+    c.on_done(1.0, 10_000)
+    assert c.limit == 4  # each healthy unit adds one back
+    c.on_done(10.0, 10_000)  # ten times slower per value than the best: the server struggles
+    assert c.limit == 3
+    for _ in range(20):
+        c.on_done(1.0, 10_000)
+    assert c.limit == 8  # never above the configured maximum
+    c2 = AdaptiveConcurrency(1)
+    c2.on_throttled()
+    assert c2.limit == 1  # never below one

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -30,7 +32,15 @@ from piflow.jobs.common import (
 from piflow.jobs.reader import RecordedReader
 from piflow.jobs.watermarks import advance_watermarks, max_timestamps
 from piflow.pitime import TICKS_PER_SECOND, to_ticks
-from piflow.planner import DAY_TICKS, BackfillPlan, PointRef, WorkUnit, make_plan, units_to_do
+from piflow.planner import (
+    DAY_TICKS,
+    AdaptiveConcurrency,
+    BackfillPlan,
+    PointRef,
+    WorkUnit,
+    make_plan,
+    units_to_do,
+)
 from piflow.progress import NullProgress, Progress
 from piflow.sinks.delta import DeltaSink
 
@@ -152,7 +162,8 @@ async def run_backfill(settings: PiflowSettings, progress: Progress | None = Non
                 progress.start(len(units), f"backfill {len(points)} points")
                 committer = _Committer(sink, plan, committed, flush_rows=settings.commit_rows)
                 reader = RecordedReader(client)
-                await _run_units(units, reader, committer, settings.concurrency, progress)
+                gate = await _run_units(units, reader, committer, settings.concurrency, progress,
+                                        lambda: client.http.retries)
                 await committer.drain()
                 advance_watermarks(sink, committer.watermarks)
                 result.values_written = committer.written
@@ -161,7 +172,7 @@ async def run_backfill(settings: PiflowSettings, progress: Progress | None = Non
                     result.errors += len(reader.stats.missing)
                     result.message = (f"{len(reader.stats.missing)} point(s) unknown to the server, not written: "
                                       + "; ".join(list(reader.stats.missing.values())[:5]))
-                result.details = {"units": len(units), "pages": reader.stats.pages,
+                result.details = {"units": len(units), "pages": reader.stats.pages, "final_concurrency": gate.limit,
                                   "continuations": reader.stats.continuations, "splits": reader.stats.splits}
             finally:
                 take_client_counters(result, client)
@@ -170,19 +181,36 @@ async def run_backfill(settings: PiflowSettings, progress: Progress | None = Non
 
 
 async def _run_units(units: list[WorkUnit], reader: RecordedReader, committer: _Committer, concurrency: int,
-                     progress: Progress) -> None:
-    """Read units with ``concurrency`` in flight; hand each finished one to the committer."""
+                     progress: Progress, retries: Callable[[], int]) -> AdaptiveConcurrency:
+    """Read units with up to ``concurrency`` in flight, fewer while the server throttles or slows down."""
     queue: asyncio.Queue[WorkUnit] = asyncio.Queue()
     for u in units:
         queue.put_nowait(u)
+    gate = AdaptiveConcurrency(concurrency)
+    in_flight = 0
+    changed = asyncio.Condition()
 
     async def worker() -> None:
+        nonlocal in_flight
         while True:
+            async with changed:
+                await changed.wait_for(lambda: in_flight < gate.limit)
+                try:
+                    unit = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                in_flight += 1
+            t0, r0 = time.monotonic(), retries()
             try:
-                unit = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            table = await reader.read(list(unit.points), unit.start_ticks, unit.end_ticks, final=unit.final)
+                table = await reader.read(list(unit.points), unit.start_ticks, unit.end_ticks, final=unit.final)
+            finally:
+                async with changed:
+                    in_flight -= 1
+                    changed.notify_all()
+            if retries() > r0:
+                gate.on_throttled()
+            else:
+                gate.on_done(time.monotonic() - t0, table.num_rows)
             if reader.stats.missing:
                 # A point the server no longer knows is not marked done: the next run tries it again.
                 unit = replace(unit, points=tuple(p for p in unit.points if p.webid not in reader.stats.missing))
@@ -198,5 +226,4 @@ async def _run_units(units: list[WorkUnit], reader: RecordedReader, committer: _
             w.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         raise
-
-
+    return gate

@@ -1,0 +1,306 @@
+"""``piflow view``: an asset view as PI Integrator users build by hand, as one wide Delta table.
+
+``piflow view --template Pump --interval 1m --start ... --end ...`` writes ``pi_view_pump``: one row per element
+of the template and interval, one column per (top-level) attribute, from interpolated values. The elements come
+from one paged search (``templateName``), their attribute names and types from one ``/batch`` fan-out, the values
+from ``streamsets/{element}/interpolated`` fanned out through ``/batch`` per time window; a window that would
+return more than the server's ``MaxReturnedItemsPerCall`` is split and asked again.
+
+Numeric attribute types become float64 columns, the rest strings. A digital or system state ("I/O Timeout") in
+a numeric column is null there (the run says how many): ``pi_values`` keeps the exact state. Rows are merged on
+(``element_webid``, ``timestamp``), so writing the same window twice leaves no duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from piflow import af_schema
+from piflow.errors import ConfigError, SinkError, TooManyItemsError
+from piflow.jobs.af import (
+    Database,
+    Json,
+    database_matches,
+    fetch_many,
+    item_error,
+    list_databases,
+    no_such_database,
+    resource,
+    stream_error,
+    value_text,
+)
+from piflow.jobs.common import RunRecorder, RunResult, open_client, resolve_time, server_now, take_client_counters
+from piflow.jobs.events import pi_datetime
+from piflow.pitime import format_ticks, parse_interval, to_ticks
+from piflow.progress import NullProgress, Progress
+from piflow.sinks.delta import DeltaSink
+
+if TYPE_CHECKING:
+    from piflow.client.api import PiClient
+    from piflow.config import PiflowSettings
+
+log = logging.getLogger(__name__)
+
+NUMERIC_TYPES = frozenset({"single", "double", "float", "int16", "int32", "int64", "uint16", "uint32", "uint64",
+                           "byte", "sbyte", "boolean"})
+MAX_ITEMS_PER_CALL = 150_000  # PI's default MaxReturnedItemsPerCall; windows are planned to stay well below
+_BAD_CHARS = re.compile(r"[ ,;{}()\n\t=]+")
+VALUE_FIELDS = "Items.WebId;Items.Exception;Items.Items.Timestamp;Items.Items.Value"
+
+
+@dataclass(frozen=True)
+class Element:
+    webid: str
+    name: str
+    path: str
+
+
+@dataclass
+class Columns:
+    """Attribute columns of the view: WebID of an element's attribute -> column; column -> numeric or not."""
+
+    of_attribute: dict[str, str] = field(default_factory=dict)
+    numeric: dict[str, bool] = field(default_factory=dict)
+    widest: int = 0  # most attributes of one element (sizes the time windows)
+
+    def add(self, webid: str, name: str, type_name: str | None) -> None:
+        col = column_name(name)
+        self.of_attribute[webid] = col
+        is_num = (type_name or "").strip().lower() in NUMERIC_TYPES
+        self.numeric[col] = self.numeric.get(col, True) and is_num
+
+    def schema(self) -> pa.Schema:
+        return af_schema.view_schema([(c, pa.float64() if num else pa.string()) for c, num in self.numeric.items()])
+
+
+def column_name(attribute: str) -> str:
+    """A Delta-safe column name for an attribute (spaces and ``,;{}()=`` become ``_``)."""
+    return _BAD_CHARS.sub("_", attribute.strip()) or "_"
+
+
+def table_name(template: str) -> str:
+    return "pi_view_" + (re.sub(r"[^a-z0-9]+", "_", template.lower()).strip("_") or "template")
+
+
+def plan_windows(start: datetime, end: datetime, step: timedelta, per_call: int) -> list[tuple[datetime, datetime]]:
+    """Windows on the interpolation grid of ``[start, end]`` holding at most ``per_call`` grid points each, so
+    that no grid point is asked twice (pure)."""
+    if step <= timedelta(0):
+        raise ValueError("the interval must be positive")
+    count = int((end - start) / step) + 1
+    out = []
+    for first in range(0, count, max(1, per_call)):
+        last = min(count, first + max(1, per_call)) - 1
+        out.append((start + first * step, min(end, start + last * step)))
+    return out
+
+
+@dataclass
+class WideRows:
+    """Values gathered per (element, timestamp) before they become columns."""
+
+    columns: Columns
+    cells: dict[tuple[str, datetime], dict[str, Any]] = field(default_factory=dict)
+    elements: dict[str, Element] = field(default_factory=dict)
+    not_numeric: int = 0
+    errors: dict[str, tuple[int, str]] = field(default_factory=dict)  # column -> (streams that failed, a message)
+
+    def add_stream(self, element: Element, item: Json, times: dict[str, datetime | None]) -> None:
+        col = self.columns.of_attribute.get(str(item.get("WebId")))
+        if col is None:
+            return
+        err = stream_error(item)
+        if err:
+            count, first = self.errors.get(col, (0, err))
+            self.errors[col] = (count + 1, first)
+        self.elements[element.webid] = element
+        numeric = self.columns.numeric[col]
+        for v in item.get("Items") or []:
+            text = v.get("Timestamp") if isinstance(v, dict) else None
+            if not isinstance(text, str):
+                continue
+            if text not in times:
+                times[text] = pi_datetime(text)
+            ts = times[text]
+            if ts is None:
+                continue
+            self.cells.setdefault((element.webid, ts), {})[col] = self._cell(v.get("Value"), numeric)
+
+    def _cell(self, value: Any, numeric: bool) -> Any:
+        if numeric:
+            if isinstance(value, int | float):
+                return float(value)
+            if value is not None:
+                self.not_numeric += 1
+            return None
+        return value_text(value)[0]
+
+    def table(self) -> pa.Table:
+        sch = self.columns.schema()
+        keys = sorted(self.cells, key=lambda k: (self.elements[k[0]].path, k[1]))
+        data: dict[str, list[Any]] = {
+            "element_webid": [k[0] for k in keys], "element": [self.elements[k[0]].name for k in keys],
+            "element_path": [self.elements[k[0]].path for k in keys], "timestamp": [k[1] for k in keys],
+        }
+        for col in self.columns.numeric:
+            data[col] = [self.cells[k].get(col) for k in keys]
+        return pa.Table.from_pydict(data, schema=sch)
+
+
+# ---- reading ---------------------------------------------------------------------------------------------------------
+async def find_elements(client: PiClient, dbs: Sequence[Database], template: str, page_size: int) -> list[Element]:
+    out: dict[str, Element] = {}
+    params: list[tuple[str, str | int | float | bool]] = [("searchFullHierarchy", True), ("templateName", template),
+              ("selectedFields", "Items.WebId;Items.Name;Items.Path")]
+    for db in dbs:
+        async for e in client.iter_list(f"assetdatabases/{db.webid}/elements", params, page_size):
+            out[str(e["WebId"])] = Element(str(e["WebId"]), str(e.get("Name") or ""), str(e.get("Path") or ""))
+    return list(out.values())
+
+
+async def attribute_columns(client: PiClient, elements: Sequence[Element]) -> Columns:
+    """The top-level attributes of every element (names and types), in one fan-out."""
+    asks = [resource(f"elements/{e.webid}/attributes", [("maxCount", 10_000),
+                                                         ("selectedFields", "Items.WebId;Items.Name;Items.Type")])
+            for e in elements]
+    cols = Columns()
+    for e, answer in zip(elements, await fetch_many(client, asks), strict=True):
+        exc = item_error(answer, f"attributes of element {e.path}")
+        if exc is not None:
+            raise exc
+        items = answer.content.get("Items") if isinstance(answer.content, dict) else None
+        attrs = [a for a in items if isinstance(a, dict)] if isinstance(items, list) else []
+        for a in attrs:
+            cols.add(str(a["WebId"]), str(a.get("Name") or ""), a.get("Type"))
+        cols.widest = max(cols.widest, len(attrs))
+    return cols
+
+
+async def read_window(client: PiClient, elements: Sequence[Element], window: tuple[datetime, datetime],
+                      interval: str, rows: WideRows, times: dict[str, datetime | None], step: timedelta) -> int:
+    """Interpolated values of every element in one window; windows the server refuses as too large are split.
+    Returns the number of streamset calls made."""
+    start, end = window
+    asks = [resource(f"streamsets/{e.webid}/interpolated",
+                     [("startTime", format_ticks(to_ticks(start))), ("endTime", format_ticks(to_ticks(end))),
+                      ("interval", interval), ("selectedFields", VALUE_FIELDS)]) for e in elements]
+    retry: list[Element] = []
+    for e, answer in zip(elements, await fetch_many(client, asks), strict=True):
+        exc = item_error(answer, f"interpolated values of element {e.path}")
+        if isinstance(exc, TooManyItemsError) and end > start:
+            retry.append(e)
+            continue
+        if exc is not None:
+            raise exc
+        items = answer.content.get("Items") if isinstance(answer.content, dict) else None
+        for item in items if isinstance(items, list) else []:
+            rows.add_stream(e, item, times)
+    calls = len(elements)
+    if retry:
+        half = max(1, int((end - start) / step) // 2)
+        mid = start + half * step
+        log.info("view: %d elements answered 'too many items' for [%s, %s]; splitting the window", len(retry),
+                 start.isoformat(), end.isoformat())
+        calls += await read_window(client, retry, (start, mid), interval, rows, times, step)
+        if mid + step <= end:
+            calls += await read_window(client, retry, (mid + step, end), interval, rows, times, step)
+    return calls
+
+
+def align_to_table(sink: DeltaSink, name: str, table: pa.Table) -> pa.Table:
+    """Make the new rows fit an existing view table: its extra columns are added as nulls; a column the table
+    lacks is refused with a clear message (the template gained an attribute)."""
+    dt = sink.table(name)
+    if dt is None:
+        return table
+    existing = [f.name for f in dt.schema().fields]
+    new = [c for c in table.column_names if c not in existing]
+    if new:
+        raise SinkError(f"view table {name} has no column for {', '.join(new)} (the template gained attributes); "
+                        "write to another table (table=...) or drop it")
+    for col in existing:
+        if col not in table.column_names:
+            table = table.append_column(col, pa.nulls(table.num_rows, pa.string()))
+    return table.select(existing)
+
+
+async def run_view(settings: PiflowSettings, progress: Progress | None = None, *, template: str, interval: str,
+                   start: str, end: str, database: str | None = None, table: str | None = None,
+                   page_size: int = 1000) -> RunResult:
+    """Write the wide asset view of ``template`` for ``[start, end]`` every ``interval``."""
+    progress = progress or NullProgress()
+    try:
+        step = parse_interval(interval)
+    except ValueError as exc:
+        raise ConfigError("interval", str(exc)) from exc
+    name = table or table_name(template)
+    sink = DeltaSink(settings.target)
+    result = RunResult(job="view")
+    with RunRecorder(sink, result):
+        async with open_client(settings) as client:
+            try:
+                rows, elements = await _read(client, settings, template, interval, start, end, database, step,
+                                             page_size, result, progress)
+            finally:
+                take_client_counters(result, client)
+        notes = _notes(template, elements, rows)
+        if rows.cells:
+            out = align_to_table(sink, name, rows.table())
+            sink.upsert(name, out, af_schema.VIEW_KEY)
+            result.values_written = out.num_rows
+        result.points = len(elements)
+        result.message = "; ".join(notes)
+        result.details = {"table": name, "elements": len(elements), "rows": len(rows.cells),
+                          "columns": list(rows.columns.numeric), "not_numeric": rows.not_numeric,
+                          "stream_errors": {c: n for c, (n, _) in rows.errors.items()}}
+        for note in notes:
+            progress.note(note)
+        progress.close()
+    return result
+
+
+async def _read(client: PiClient, settings: PiflowSettings, template: str, interval: str, start: str, end: str,
+                database: str | None, step: timedelta, page_size: int, result: RunResult,
+                progress: Progress) -> tuple[WideRows, list[Element]]:
+    now = await server_now(client)
+    t0, t1 = resolve_time("start", start, now), resolve_time("end", end, now)
+    if t1 < t0:
+        raise ConfigError("end", f"the end {t1.isoformat()} is before the start {t0.isoformat()}")
+    result.window_start, result.window_end = t0, t1
+    listed, _ = await list_databases(client)
+    dbs = [d for d in listed if database_matches(d.server, d.name, database)]
+    if database is not None and not dbs:
+        raise no_such_database(database, listed)
+    elements = await find_elements(client, dbs, template, page_size)
+    rows = WideRows(Columns())
+    if not elements:
+        return rows, elements
+    rows.columns = await attribute_columns(client, elements)
+    per_call = max(1, MAX_ITEMS_PER_CALL // (4 * max(1, rows.columns.widest)))
+    windows = plan_windows(t0, t1, step, per_call)
+    progress.start(len(windows), f"view {template}: {len(elements)} elements")
+    times: dict[str, datetime | None] = {}
+    for w in windows:
+        await read_window(client, elements, w, interval, rows, times, step)
+        progress.advance(1)
+    return rows, elements
+
+
+def _notes(template: str, elements: Sequence[Element], rows: WideRows) -> list[str]:
+    notes = []
+    if not elements:
+        notes.append(f"no element uses the template {template!r}; nothing was written")
+    if rows.not_numeric:
+        notes.append(f"{rows.not_numeric} values of numeric attributes were digital or system states and are null "
+                     "in the view (pi_values keeps them)")
+    for col, (count, err) in sorted(rows.errors.items()):
+        notes.append(f"attribute {col} could not be read for {count} elements (null there), e.g. {err}")
+    return notes
+
