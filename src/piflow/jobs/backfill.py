@@ -190,11 +190,14 @@ async def _run_units(units: list[WorkUnit], reader: RecordedReader, committer: _
     in_flight = 0
     changed = asyncio.Condition()
 
+    def may_start() -> bool:
+        return in_flight < gate.limit
+
     async def worker() -> None:
         nonlocal in_flight
         while True:
             async with changed:
-                await changed.wait_for(lambda: in_flight < gate.limit)
+                await changed.wait_for(may_start)
                 try:
                     unit = queue.get_nowait()
                 except asyncio.QueueEmpty:

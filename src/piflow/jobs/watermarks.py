@@ -57,5 +57,6 @@ def advance_watermarks(sink: DeltaSink, newest: dict[str, int]) -> int:
         },
         schema=schema.PI_WATERMARKS,
     )
-    sink.overwrite("pi_watermarks", pa.concat_tables([keep.select(table.column_names).cast(schema.PI_WATERMARKS), table]))
+    kept = keep.select(table.column_names).cast(schema.PI_WATERMARKS)
+    sink.overwrite("pi_watermarks", pa.concat_tables([kept, table]))
     return len(moved)
