@@ -34,7 +34,8 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
         msgs = [f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()]
         return error_response(400, *msgs)
 
-    for module in (routes_data, routes_batch, routes_af, routes_streaming):
+    # Streaming first: its fixed paths (streams/updates/{marker}) must win over streams/{webId}/{action}.
+    for module in (routes_streaming, routes_data, routes_batch, routes_af):
         app.include_router(module.router, prefix=BASE)
     app.include_router(routes_data.admin_router)
     faults.install(app, state)
