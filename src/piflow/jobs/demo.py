@@ -40,8 +40,10 @@ def run_demo(target: str, progress_factory: Callable[[], Progress] | None = None
         srv.state.clock.advance(timedelta(minutes=5))  # new data arrives on the emulator
         time.sleep(0.1)
         runs.append(asyncio.run(run_sync(settings, make_progress())))
-    values = DeltaSink(target).read("pi_values")
-    return {"runs": runs, "rows": values.num_rows, "by_kind": _by_kind(values), "sample": _sample(values)}
+    sink = DeltaSink(target)
+    values = sink.read("pi_values")
+    names = sink.read("pi_points", columns=["webid", "name"])
+    return {"runs": runs, "rows": values.num_rows, "by_kind": _by_kind(values), "sample": _sample(values, names)}
 
 
 def _by_kind(values: pa.Table) -> list[dict[str, Any]]:
@@ -49,12 +51,13 @@ def _by_kind(values: pa.Table) -> list[dict[str, Any]]:
     return [{"value_kind": r["value_kind"], "rows": r["webid_count"]} for r in counts.to_pylist()]
 
 
-def _sample(values: pa.Table, n: int = 8) -> list[dict[str, Any]]:
-    """A few rows of different kinds, newest first, as a reader would query them."""
+def _sample(values: pa.Table, names: pa.Table, n: int = 8) -> list[dict[str, Any]]:
+    """A few rows of different kinds, newest first, joined to their tag names as a reader would query them."""
+    values = values.join(names, keys="webid")
     out: list[dict[str, Any]] = []
     for kind in ("number", "digital", "string", "system"):
         subset = values.filter(pc.equal(values.column("value_kind"), kind))
         subset = subset.sort_by([("timestamp", "descending")]).slice(0, max(1, n // 4))
-        cols = ["webid", "timestamp", "seq", "value_kind", "value_double", "value_string", "state_name", "good"]
+        cols = ["name", "timestamp", "seq", "value_kind", "value_double", "value_string", "state_name", "good"]
         out.extend(subset.select(cols).to_pylist())
     return out
