@@ -32,7 +32,7 @@ class WorkUnit:
     points: tuple[PointRef, ...]
     start_ticks: int
     end_ticks: int
-    final: bool  # the last window includes its end; others are half-open [start, end)
+    final: bool  # the last window of the plan (every window, the last included, is half-open [start, end))
 
 
 @dataclass(frozen=True)

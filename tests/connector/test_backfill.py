@@ -51,3 +51,23 @@ def test_second_run_writes_nothing(emulator: EmulatorServer, tmp_path: Path) -> 
     assert second.values_written == 0
     assert DeltaSink(str(tmp_path)).version("pi_values") == version  # not even an empty commit
     assert_same_rows(table_of(tmp_path), truth_for(emulator, tmp_path, start, end))
+
+
+def test_backfill_over_a_range_sync_already_wrote_adds_only_what_is_missing(emulator: EmulatorServer,
+                                                                             tmp_path: Path) -> None:
+    from piflow.jobs.sync import run_sync
+
+    start, end = T0 - timedelta(hours=12), T0
+    # A sync first: it reads the last 2 hours, which the backfill below covers again.
+    asyncio.run(run_sync(settings_for(emulator, tmp_path, start=(T0 - timedelta(hours=2)).isoformat(),
+                                      safety_lag="0s")))
+    synced = table_of(tmp_path).num_rows
+    assert synced > 0
+    result = asyncio.run(run_backfill(settings_for(emulator, tmp_path, start=start.isoformat(), end=end.isoformat(),
+                                                   window="4h")))
+    assert result.status == "ok"
+    values = table_of(tmp_path)
+    # The sync's inclusive end (T0) is kept; everything else is exactly the truth, with no duplicate keys.
+    expected = truth_for(emulator, tmp_path, start, end + timedelta(microseconds=1))
+    assert_same_rows(values, expected)
+    assert result.values_written == values.num_rows - synced

@@ -259,6 +259,46 @@ async def fanout_pages(client: PiClient, list_path: str, params: Sequence[tuple[
         await asyncio.gather(*(t for _, t in inflight), return_exceptions=True)
 
 
+async def paged_items(client: PiClient, path: str, params: Sequence[tuple[str, str | int | float | bool]], *,
+                      page_size: int = PAGE_SIZE, lookahead: int = 2) -> AsyncIterator[list[Json]]:
+    """The pages of a ``startIndex``/``maxCount`` list in order, with up to ``lookahead`` requests in flight (so
+    the server prepares the next page while this one is decoded); ends at the first short page."""
+    inflight: deque[tuple[int, asyncio.Task[Any]]] = deque()
+    next_start = 0
+
+    def launch() -> None:
+        nonlocal next_start
+        query = [*params, ("startIndex", next_start), ("maxCount", page_size)]
+        inflight.append((next_start, asyncio.create_task(client.http.get_json(path, query))))
+        next_start += page_size
+
+    previous_first: Any = None
+    finished = False
+    try:
+        for _ in range(max(1, lookahead)):
+            launch()
+        while inflight:
+            start, task = inflight.popleft()
+            doc = await task
+            items = doc.get("Items") if isinstance(doc, dict) else None
+            if not isinstance(items, list):
+                raise PiApiError(f"{path} (startIndex {start}): the answer has no Items list")
+            first = items[0].get("WebId") if items and isinstance(items[0], dict) else None
+            if first is not None and first == previous_first:
+                raise PiApiError(f"{path}: the server returned the same page again; it ignores startIndex")
+            previous_first = first
+            yield [i for i in items if isinstance(i, dict)]
+            if len(items) < page_size:
+                finished = True
+                break
+            launch()
+    finally:
+        if not finished:
+            for _, task in inflight:
+                task.cancel()
+        await asyncio.gather(*(t for _, t in inflight), return_exceptions=True)
+
+
 def link_webid(obj: Json, name: str) -> str | None:
     """The WebID at the end of a ``Links`` entry (``.../points/F1DP...`` -> ``F1DP...``)."""
     links = obj.get("Links")
@@ -332,9 +372,15 @@ def merge_changes(existing: Iterable[Row], current: Iterable[Row], compared: Seq
 
 def write_changes(sink: DeltaSink, name: str, rows: list[Row], schema: pa.Schema, key: Sequence[str],
                   transactions: Iterable[tuple[str, int]] = ()) -> int:
+    """Merge the rows on ``key`` in one commit (a plain append when the table does not exist yet: nothing to
+    match, and much faster for a first load)."""
     if not rows:
         return 0
-    sink.upsert(name, pa.Table.from_pylist(rows, schema=schema), key, transactions=transactions)
+    data = pa.Table.from_pylist(rows, schema=schema)
+    if sink.table(name) is None:
+        sink.append(name, data, transactions=transactions)
+    else:
+        sink.upsert(name, data, key, transactions=transactions)
     return len(rows)
 
 
@@ -370,12 +416,6 @@ def database_matches(db_server: str, db_name: str, wanted: str | None) -> bool:
         server, _, name = text.partition("\\")
         return server.upper() == db_server.upper() and name.upper() == db_name.upper()
     return text.upper() == db_name.upper()
-
-
-async def select_databases(client: PiClient, wanted: str | None) -> tuple[list[Database], set[str]]:
-    """The databases to read (all, or the one named) and the asset servers that answered."""
-    dbs, servers = await list_databases(client)
-    return [d for d in dbs if database_matches(d.server, d.name, wanted)], servers
 
 
 def no_such_database(wanted: str, dbs: Sequence[Database]) -> NotFoundError:
@@ -658,16 +698,17 @@ def _scope(pairs: set[tuple[str, str]]) -> Callable[[Row], bool]:
 
 
 def vanished_databases(existing: Iterable[Row], listed: Sequence[Database], servers: set[str],
-                       wanted: str | None) -> set[tuple[str, str]]:
-    """(server, database) pairs with live rows that the asset servers no longer list (pure)."""
+                       wanted: str | None) -> dict[tuple[str, str], tuple[str, str]]:
+    """Databases with live rows that the asset servers no longer list (pure): upper-cased (server, database)
+    -> the names as the rows spell them."""
     known = {(d.server.upper(), d.name.upper()) for d in listed}
     up_servers = {s.upper() for s in servers}
-    out = set()
+    out = {}
     for r in existing:
         pair = (str(r["server"]).upper(), str(r["database"]).upper())
         if (not r["is_deleted"] and pair not in known and pair[0] in up_servers
                 and database_matches(r["server"], r["database"], wanted)):
-            out.add(pair)
+            out[pair] = (str(r["server"]), str(r["database"]))
     return out
 
 
@@ -691,7 +732,7 @@ async def _read_all(client: PiClient, dbs: Sequence[Database], page_size: int, l
     return reads, points, values
 
 
-def _messages(reads: Sequence[DatabaseRead], gone: set[tuple[str, str]], broken: int) -> list[str]:
+def _messages(reads: Sequence[DatabaseRead], gone: Iterable[tuple[str, str]], broken: int) -> list[str]:
     notes = []
     for r in reads:
         if r.vanished:
@@ -723,12 +764,12 @@ async def run_af(settings: PiflowSettings, progress: Progress | None = None, *, 
                 gone = vanished_databases(old_elements, listed, servers, database)
                 if database is not None and not dbs and not gone:
                     raise no_such_database(database, listed)
-                lookahead = max(1, min(settings.concurrency, 4))
+                lookahead = max(1, min(settings.concurrency, 2))  # each batch is up to 1000 sub-requests
                 reads, points, values = await _read_all(client, dbs, page_size, lookahead, progress)
             finally:
                 take_client_counters(result, client)
         now = datetime.now(UTC)
-        done = {(r.db.server.upper(), r.db.name.upper()) for r in reads if not r.vanished} | gone
+        done = {(r.db.server.upper(), r.db.name.upper()) for r in reads if not r.vanished} | set(gone)
         current_e = [row for r in reads if not r.vanished for row in element_rows(r, now)]
         current_a = [row for r in reads if not r.vanished for row in attribute_rows(r, points, values, now)]
         e_changes = merge_changes(old_elements, current_e, _ELEMENT_COMPARED, _scope(done), now)
@@ -739,7 +780,7 @@ async def run_af(settings: PiflowSettings, progress: Progress | None = None, *, 
                       af_schema.PI_AF_ATTRIBUTES_KEY)
         broken = sum(1 for r in current_a if r["data_reference"] and r["error"] and r["point_webid"] is None
                      and is_point_reference({"DataReferencePlugIn": r["data_reference"]}))
-        notes = _messages(reads, gone, broken)
+        notes = _messages(reads, gone.values(), broken)
         for note in notes:
             progress.note(note)
         result.points = len(current_e)

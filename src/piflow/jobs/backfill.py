@@ -17,7 +17,9 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from piflow.errors import ConfigError
 from piflow.jobs.common import (
@@ -30,8 +32,9 @@ from piflow.jobs.common import (
     take_client_counters,
 )
 from piflow.jobs.reader import RecordedReader
+from piflow.jobs.sync import existing_rows, split_new_and_changed
 from piflow.jobs.watermarks import advance_watermarks, max_timestamps
-from piflow.pitime import TICKS_PER_SECOND, to_ticks
+from piflow.pitime import TICKS_PER_SECOND, TICKS_PER_US, to_ticks
 from piflow.planner import (
     DAY_TICKS,
     AdaptiveConcurrency,
@@ -42,6 +45,7 @@ from piflow.planner import (
     units_to_do,
 )
 from piflow.progress import NullProgress, Progress
+from piflow.schema import PI_VALUES_KEY
 from piflow.sinks.delta import DeltaSink
 
 if TYPE_CHECKING:
@@ -109,12 +113,45 @@ class _Committer:
                 asyncio.to_thread(self.sink.append, "pi_values", data, transactions=txns, metadata=meta)
             )
 
+    async def reconcile(self, unit: WorkUnit, table: pa.Table) -> pa.Table:
+        """For a unit whose range already holds rows: merge changed rows now, return only the new ones."""
+        webids = [p.webid for p in unit.points]
+        since_us, until_us = unit.start_ticks // TICKS_PER_US, -(-unit.end_ticks // TICKS_PER_US)
+        existing = existing_rows(self.sink, webids, since_us, until_us)
+        new_rows, changed = split_new_and_changed(table, existing)
+        if changed.num_rows:
+            async with self._lock:
+                if self._pending_write is not None:
+                    await self._pending_write
+                    self._pending_write = None
+                await asyncio.to_thread(self.sink.upsert, "pi_values", changed, list(PI_VALUES_KEY))
+            self.written += changed.num_rows
+        return new_rows
+
     async def drain(self) -> None:
         await self.maybe_flush(force=True)
         async with self._lock:
             if self._pending_write is not None:
                 await self._pending_write
                 self._pending_write = None
+
+
+def windows_with_data(sink: DeltaSink, plan: BackfillPlan, points: list[PointRef]) -> set[tuple[str, int]]:
+    """(webid, window) pairs of this plan for which the table already holds rows written by something else.
+
+    A sync, a stream or another backfill may have written part of the range; those windows must not be
+    blindly appended again. The read is pruned by date partition and file statistics, so a range the table
+    does not cover costs almost nothing.
+    """
+    if not points or sink.table("pi_values") is None:
+        return set()
+    start_us, end_us = plan.start_ticks // TICKS_PER_US, plan.end_ticks // TICKS_PER_US
+    existing = existing_rows(sink, [p.webid for p in points], start_us, end_us, columns=["webid", "timestamp"])
+    if existing.num_rows == 0:
+        return set()
+    ticks = np.asarray(pc.cast(existing.column("timestamp"), pa.int64()).to_numpy()) * TICKS_PER_US
+    windows = (ticks - plan.start_ticks) // plan.window_ticks
+    return set(zip(existing.column("webid").to_pylist(), windows.tolist(), strict=True))
 
 
 def committed_windows(sink: DeltaSink, plan: BackfillPlan, points: list[PointRef]) -> dict[str, int]:
@@ -157,13 +194,17 @@ async def run_backfill(settings: PiflowSettings, progress: Progress | None = Non
                 result.window_start, result.window_end, result.points = start, end, len(points)
                 committed = committed_windows(sink, plan, points)
                 units = units_to_do(plan, points, committed, settings.points_per_request or DEFAULT_GROUP)
+                fresh = [p for p in points if committed.get(p.webid, 0) < plan.windows]
+                overlaps = windows_with_data(sink, plan, fresh)
+                if overlaps:
+                    progress.note(f"{len(overlaps)} point-windows already hold data: only missing rows are added")
                 if len(units) == 0:
                     progress.note("nothing to do: the table already holds this range")
                 progress.start(len(units), f"backfill {len(points)} points")
                 committer = _Committer(sink, plan, committed, flush_rows=settings.commit_rows)
                 reader = RecordedReader(client)
                 gate = await _run_units(units, reader, committer, settings.concurrency, progress,
-                                        lambda: client.http.retries)
+                                        lambda: client.http.retries, overlaps)
                 await committer.drain()
                 advance_watermarks(sink, committer.watermarks)
                 result.values_written = committer.written
@@ -181,7 +222,8 @@ async def run_backfill(settings: PiflowSettings, progress: Progress | None = Non
 
 
 async def _run_units(units: list[WorkUnit], reader: RecordedReader, committer: _Committer, concurrency: int,
-                     progress: Progress, retries: Callable[[], int]) -> AdaptiveConcurrency:
+                     progress: Progress, retries: Callable[[], int],
+                     overlaps: set[tuple[str, int]] | frozenset[tuple[str, int]] = frozenset()) -> AdaptiveConcurrency:
     """Read units with up to ``concurrency`` in flight, fewer while the server throttles or slows down."""
     queue: asyncio.Queue[WorkUnit] = asyncio.Queue()
     for u in units:
@@ -205,7 +247,8 @@ async def _run_units(units: list[WorkUnit], reader: RecordedReader, committer: _
                 in_flight += 1
             t0, r0 = time.monotonic(), retries()
             try:
-                table = await reader.read(list(unit.points), unit.start_ticks, unit.end_ticks, final=unit.final)
+                # Half-open windows, the last one too: a backfill of [start, end) meets the next one exactly.
+                table = await reader.read(list(unit.points), unit.start_ticks, unit.end_ticks, final=False)
             finally:
                 async with changed:
                     in_flight -= 1
@@ -214,6 +257,8 @@ async def _run_units(units: list[WorkUnit], reader: RecordedReader, committer: _
                 gate.on_throttled()
             else:
                 gate.on_done(time.monotonic() - t0, table.num_rows)
+            if any((p.webid, unit.window) in overlaps for p in unit.points):
+                table = await committer.reconcile(unit, table)
             if reader.stats.missing:
                 # A point the server no longer knows is not marked done: the next run tries it again.
                 unit = replace(unit, points=tuple(p for p in unit.points if p.webid not in reader.stats.missing))

@@ -36,6 +36,7 @@ from piflow.jobs.af import (
     list_databases,
     merge_changes,
     no_such_database,
+    paged_items,
     read_rows,
     resource,
     stream_error,
@@ -88,10 +89,17 @@ class Filters:
 
 # ---- rows (pure) ---------------------------------------------------------------------------------------------------
 def pi_datetime(text: Any) -> datetime | None:
-    """A PI timestamp as a UTC datetime; None for nothing and for PI's in-progress end (9999-12-31)."""
+    """A PI timestamp as a UTC datetime (7th fractional digit truncated); None for nothing and for PI's
+    in-progress end (9999-12-31)."""
     if not isinstance(text, str) or not text.strip() or text.startswith(IN_PROGRESS_YEAR):
         return None
-    return from_ticks(parse_iso_ticks(text))
+    try:  # the fast path for what PI prints (``...Z``); anything else through the general parser
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        return from_ticks(parse_iso_ticks(text))
+    if dt.tzinfo is None:
+        return from_ticks(parse_iso_ticks(text))
+    return dt if dt.utcoffset() == timedelta(0) and dt.tzinfo is UTC else dt.astimezone(UTC)
 
 
 def frame_row(obj: Json, db: Database, now: datetime) -> Row:
@@ -175,16 +183,18 @@ class EventsRead:
 
 
 async def search_frames(client: PiClient, db: Database, start: datetime, end: datetime, filters: Filters,
-                        page_size: int, progress: Progress, now: datetime) -> list[Row]:
+                        page_size: int, progress: Progress, now: datetime, lookahead: int = 2) -> list[Row]:
     params: list[tuple[str, str | int | float | bool]] = [
         ("searchMode", "Overlapped"), ("startTime", format_ticks(to_ticks(start))),
         ("endTime", format_ticks(to_ticks(end))), ("sortField", "StartTime"), ("sortOrder", "Ascending"),
         *filters.params(), ("selectedFields", FRAME_FIELDS),
     ]
     rows: dict[str, Row] = {}
-    async for obj in client.iter_list(f"assetdatabases/{db.webid}/eventframes", params, page_size):
-        rows[str(obj["WebId"])] = frame_row(obj, db, now)
-        progress.advance(1)
+    async for page in paged_items(client, f"assetdatabases/{db.webid}/eventframes", params, page_size=page_size,
+                                  lookahead=lookahead):
+        for obj in page:
+            rows[str(obj["WebId"])] = frame_row(obj, db, now)
+        progress.advance(len(page))
     return list(rows.values())
 
 
@@ -224,13 +234,18 @@ async def read_attribute_values(client: PiClient, frames: Sequence[str]) -> dict
 
 
 # ---- the job -------------------------------------------------------------------------------------------------------
+def watermark(sink: DeltaSink, app_id: str) -> datetime | None:
+    """Where the last run of this database and these filters ended (None before the first run)."""
+    version = sink.transaction_version("pi_event_frames", app_id)
+    return None if version is None else datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=version)
+
+
 def _window(sink: DeltaSink, app_id: str, settings: PiflowSettings, overlap: timedelta,
             now: datetime) -> tuple[datetime, datetime]:
     end = resolve_time("end", settings.end, now)
-    version = sink.transaction_version("pi_event_frames", app_id)
-    if version is None:
-        return resolve_time("start", settings.start, now), end
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=version) - overlap, end
+    mark = watermark(sink, app_id)
+    start = resolve_time("start", settings.start, now) if mark is None else mark - overlap
+    return min(start, end), end
 
 
 def _existing_frames(sink: DeltaSink, since: datetime | None) -> list[Row]:
@@ -324,7 +339,8 @@ async def run_events(
                 take_client_counters(result, client)
         write_changes(sink, "pi_event_frame_attributes", attr_changes, af_schema.PI_EVENT_FRAME_ATTRIBUTES,
                       af_schema.PI_EVENT_FRAME_ATTRIBUTES_KEY)
-        marks = [(app_id, _us(end)) for app_id, (_, end) in read.windows.items()]
+        marks = [(app_id, max(_us(end), _us(watermark(sink, app_id) or end)))
+                 for app_id, (_, end) in read.windows.items()]  # a watermark never moves back
         write_changes(sink, "pi_event_frames", changes, af_schema.PI_EVENT_FRAMES, af_schema.PI_EVENT_FRAMES_KEY,
                       transactions=marks)
         _report(result, sink, read, changes, attr_changes, progress)

@@ -173,7 +173,7 @@ def classify_news(news: pa.Table, marks: Mapping[str, int]) -> tuple[pa.Table, d
     for w, t in zip(webids, ts, strict=True):
         lo[w] = min(t, lo.get(w, t))
         hi[w] = max(t, hi.get(w, t))
-        if False:
+        if t <= marks.get(w, _NEVER) or (w, t) in seen:
             unsafe.add(w)
         seen.add((w, t))
     if not unsafe:
@@ -507,7 +507,8 @@ class StreamJob:
         self._note(f"stream: stream updates (markers), {len(markers)} points, read every "
                    f"{self.options.updates_interval_s:g} s, commit every {self.options.commit_interval_s:g} s")
         self._spawn(self._gap_until_read(list(self.points.values()), halt))
-        attempt = 0
+        attempt = refused = 0
+        ever_read = False
         while not halt.is_set():
             await _wait(halt, self.options.updates_interval_s if attempt == 0 else self.backoff.delay(attempt))
             if halt.is_set():
@@ -519,6 +520,13 @@ class StreamJob:
                 attempt += 1
                 log.warning("reading stream updates failed: %s (attempt %d)", exc, attempt)
                 continue
+            if len(lost) < len(markers):
+                ever_read = True
+            elif not ever_read:
+                # Markers refused right after they were issued, again and again: reads are not served here.
+                refused += 1
+                if refused >= self.options.unavailable_after:
+                    raise _Unavailable(f"{refused} reads refused every marker just registered")
             if lost:
                 refs = [self.points[w] for w in lost]
                 for w in lost:

@@ -80,12 +80,17 @@ def _sorted(indices: pa.Array | pa.ChunkedArray) -> pa.Array:
     return pc.take(indices, pc.sort_indices(indices))
 
 
-def existing_rows(sink: DeltaSink, webids: list[str], since_us: int) -> pa.Table:
-    """What the table holds for these points from ``since`` on (partition- and stats-pruned read)."""
+def existing_rows(sink: DeltaSink, webids: list[str], since_us: int, until_us: int | None = None,
+                  columns: list[str] | None = None) -> pa.Table:
+    """What the table holds for these points in [since, until) (partition- and stats-pruned read)."""
     since = datetime.fromtimestamp(since_us / 1_000_000, UTC)
     flt = (ds.field("date") >= pa.scalar(since.date(), pa.date32())) & (
         ds.field("timestamp") >= pa.scalar(since_us, pa.int64()).cast(schema.TS)) & ds.field("webid").isin(webids)
-    return sink.read("pi_values", columns=list(schema.PI_VALUES_CONTENT), filter=flt)
+    if until_us is not None:
+        until = datetime.fromtimestamp(until_us / 1_000_000, UTC)
+        flt = flt & (ds.field("date") <= pa.scalar(until.date(), pa.date32())) & (
+            ds.field("timestamp") < pa.scalar(until_us, pa.int64()).cast(schema.TS))
+    return sink.read("pi_values", columns=columns or list(schema.PI_VALUES_CONTENT), filter=flt)
 
 
 def commit_diff(sink: DeltaSink, fetched: pa.Table, webids: list[str], since_us: int,

@@ -110,7 +110,7 @@ class WideRows:
     cells: dict[tuple[str, datetime], dict[str, Any]] = field(default_factory=dict)
     elements: dict[str, Element] = field(default_factory=dict)
     not_numeric: int = 0
-    errors: dict[str, tuple[int, str]] = field(default_factory=dict)  # column -> (streams that failed, a message)
+    errors: dict[str, tuple[set[str], str]] = field(default_factory=dict)  # column -> (elements failed, a message)
 
     def add_stream(self, element: Element, item: Json, times: dict[str, datetime | None]) -> None:
         col = self.columns.of_attribute.get(str(item.get("WebId")))
@@ -118,8 +118,7 @@ class WideRows:
             return
         err = stream_error(item)
         if err:
-            count, first = self.errors.get(col, (0, err))
-            self.errors[col] = (count + 1, first)
+            self.errors.setdefault(col, (set(), err))[0].add(element.webid)
         self.elements[element.webid] = element
         numeric = self.columns.numeric[col]
         for v in item.get("Items") or []:
@@ -232,9 +231,10 @@ def align_to_table(sink: DeltaSink, name: str, table: pa.Table) -> pa.Table:
 
 
 async def run_view(settings: PiflowSettings, progress: Progress | None = None, *, template: str, interval: str,
-                   start: str, end: str, database: str | None = None, table: str | None = None,
-                   page_size: int = 1000) -> RunResult:
-    """Write the wide asset view of ``template`` for ``[start, end]`` every ``interval``."""
+                   start: str | None = None, end: str | None = None, database: str | None = None,
+                   table: str | None = None, page_size: int = 1000) -> RunResult:
+    """Write the wide asset view of ``template`` for ``[start, end]`` (PI time strings; default the settings'
+    ``start``/``end``) every ``interval`` into ``table`` (default ``pi_view_<template>``)."""
     progress = progress or NullProgress()
     try:
         step = parse_interval(interval)
@@ -246,8 +246,8 @@ async def run_view(settings: PiflowSettings, progress: Progress | None = None, *
     with RunRecorder(sink, result):
         async with open_client(settings) as client:
             try:
-                rows, elements = await _read(client, settings, template, interval, start, end, database, step,
-                                             page_size, result, progress)
+                rows, elements = await _read(client, settings, template, interval, start or settings.start,
+                                             end or settings.end, database, step, page_size, result, progress)
             finally:
                 take_client_counters(result, client)
         notes = _notes(template, elements, rows)
@@ -259,7 +259,7 @@ async def run_view(settings: PiflowSettings, progress: Progress | None = None, *
         result.message = "; ".join(notes)
         result.details = {"table": name, "elements": len(elements), "rows": len(rows.cells),
                           "columns": list(rows.columns.numeric), "not_numeric": rows.not_numeric,
-                          "stream_errors": {c: n for c, (n, _) in rows.errors.items()}}
+                          "stream_errors": {c: len(f) for c, (f, _) in rows.errors.items()}}
         for note in notes:
             progress.note(note)
         progress.close()
@@ -300,7 +300,7 @@ def _notes(template: str, elements: Sequence[Element], rows: WideRows) -> list[s
     if rows.not_numeric:
         notes.append(f"{rows.not_numeric} values of numeric attributes were digital or system states and are null "
                      "in the view (pi_values keeps them)")
-    for col, (count, err) in sorted(rows.errors.items()):
-        notes.append(f"attribute {col} could not be read for {count} elements (null there), e.g. {err}")
+    for col, (failed, err) in sorted(rows.errors.items()):
+        notes.append(f"attribute {col} could not be read for {len(failed)} elements (null there), e.g. {err}")
     return notes
 
