@@ -115,7 +115,10 @@ class RecordedReader:
             raise exc.located(point=points[0].name, window=window) from None
         except PiflowError as exc:
             raise exc.located(point=_names(points), window=window) from None
-        page = decode.decode_streamset_page(body)
+        try:
+            page = decode.decode_streamset_page(body)
+        except PiflowError as exc:
+            raise exc.located(point=_names(points), window=window) from None
         by_webid = {p.webid: p for p in points}
         cursors: list[_Cursor] = []
         seen: set[str] = set()
@@ -157,7 +160,10 @@ class RecordedReader:
             return None
         except PiflowError as exc:
             raise exc.located(point=cur.point.name, window=window) from None
-        page = decode.decode_stream_page(body)
+        try:
+            page = decode.decode_stream_page(body)
+        except PiflowError as exc:
+            raise exc.located(point=cur.point.name, window=window) from None
         self.stats.pages += 1
         return self._take(builder, cur, page.Items, page.UnitsAbbreviation, window)
 
