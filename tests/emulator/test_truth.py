@@ -154,3 +154,25 @@ def test_truth_of_an_empty_or_long_window(client: TestClient, hours: int) -> Non
         assert month.num_rows > 1000
         assert format_ticks(ticks[0]) >= format_ticks(to_ticks(NOW - timedelta(hours=hours)))
     assert recorded_truth(st, [], START, NOW).num_rows == 0
+
+
+def test_batched_model_call_equals_one_point_at_a_time() -> None:
+    """events_many (what streamset calls use) must give each point exactly what events gives it alone."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from piflow.emulator.model import Model, ModelConfig
+    from piflow.pitime import to_ticks
+
+    model = Model(ModelConfig(points=400, seed=13))
+    points = [model.point(0, i) for i in range(0, 400, 3)]
+    start, end = to_ticks(datetime(2025, 12, 30, tzinfo=UTC)), to_ticks(datetime(2025, 12, 31, 6, tzinfo=UTC))
+    asof = end - 600 * 10**7  # late values near the end are still invisible
+    batch = model.events_many(points, start, end, asof)
+    fields = ("ticks", "kind", "number", "code", "good", "questionable", "substituted", "annotated", "variant")
+    for p, ev in zip(points, batch, strict=True):
+        alone = model.events_many([p], start, end, asof)[0]
+        assert len(ev) > 0
+        for f in fields:
+            np.testing.assert_array_equal(getattr(ev, f), getattr(alone, f), err_msg=f"{p.name} {f}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -49,6 +50,9 @@ DIGITAL_SETS: dict[str, tuple[str, ...]] = {
 }
 
 POINT_TYPES = ("Float32", "Float64", "Int32", "Digital", "String", "Timestamp")
+_TYPE_CODE = {t: i for i, t in enumerate(POINT_TYPES)}
+_T_FLOAT32, _T_FLOAT64, _T_INT32, _T_DIGITAL = 0, 1, 2, 3
+_KIND_OF_TYPE = np.array([0, 0, 0, 3, 1, 2], dtype=np.int8)  # K_NUMBER x3, K_DIGITAL, K_STRING, K_TIMESTAMP
 _TYPE_CUTS = (40, 65, 75, 90, 95, 100)  # cumulative shares in percent
 _INTERVALS_S = (15, 30, 60, 120, 300)
 _INTERVAL_CUTS = (3, 15, 60, 85, 100)
@@ -74,13 +78,20 @@ _STRING_WORDS = ("Batch", "Operator", "Recipe", "Product", "Note")
 _NAME_RE = re.compile(r"^[A-Z]{3}\.A\d\.[A-Z]{2,3}(\d{6})\.[A-Z]+$")
 
 
+_C0, _C1, _C2 = U64(0x9E3779B97F4A7C15), U64(0xBF58476D1CE4E5B9), U64(0x94D049BB133111EB)
+_S30, _S27, _S31 = U64(30), U64(27), U64(31)
+
+
 def _mix(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
-    """splitmix64 finaliser over an array (uint64 arithmetic wraps, which is what we want)."""
-    with np.errstate(over="ignore"):
-        z = x + U64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> U64(30))) * U64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> U64(27))) * U64(0x94D049BB133111EB)
-        return z ^ (z >> U64(31))
+    """splitmix64 finaliser over an array.
+
+    uint64 array arithmetic wraps silently (only numpy scalars warn on overflow), which is what we want; no
+    ``errstate`` context here, it costs more than the arithmetic on the small arrays the emulator uses.
+    """
+    z = x + _C0
+    z = (z ^ (z >> _S30)) * _C1
+    z = (z ^ (z >> _S27)) * _C2
+    return z ^ (z >> _S31)
 
 
 def mix1(*parts: int) -> int:
@@ -88,7 +99,7 @@ def mix1(*parts: int) -> int:
     acc = np.array([0], dtype=np.uint64)
     for p in parts:
         acc = _mix(acc ^ np.array([p & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
-    return int(acc[0])
+    return int(acc[0])  # arrays of one element: wrapping arithmetic without overflow warnings
 
 
 def _pick(h: int, cuts: tuple[int, ...]) -> int:
@@ -317,29 +328,50 @@ class Model:
     # ---- recorded values ---------------------------------------------------------------------------------
     def events(self, p: PointSpec, start_ticks: int, end_ticks: int, asof_ticks: int) -> Events:
         """Events with start <= t <= end that the server holds at virtual time ``asof`` (oldest first)."""
+        return self.events_many([p], start_ticks, end_ticks, asof_ticks)[0]
+
+    def events_many(self, points: Sequence[PointSpec], start_ticks: int, end_ticks: int, asof_ticks: int
+                    ) -> list[Events]:
+        """:meth:`events` of many points over one window, computed in one pass.
+
+        Every step is elementwise over the slots of all points together (each slot carries its point's
+        parameters), so a call costs about the same for one point as for a hundred short windows: numpy's
+        per-call overhead, not the arithmetic, is what dominates short windows.
+        """
         cfg = self.config
         end_ticks = min(end_ticks, asof_ticks)
-        interval = p.interval_ticks
-        first = max(0, (start_ticks - cfg.origin_ticks) // interval)
-        last = (end_ticks - cfg.origin_ticks) // interval
-        if last < first or end_ticks < start_ticks:
-            return self._empty(p)
-        k = np.arange(first, last + 1, dtype=np.uint64)
-        h = _mix(k ^ U64(p.hash))
+        n_points = len(points)
+        if n_points == 0:
+            return []
+        intervals = np.array([p.interval_ticks for p in points], dtype=np.int64)
+        if end_ticks < start_ticks:
+            return [self._empty(p) for p in points]
+        firsts = np.maximum(0, (start_ticks - cfg.origin_ticks) // intervals)
+        lasts = (end_ticks - cfg.origin_ticks) // intervals
+        counts = np.maximum(0, lasts - firsts + 1)
+        total = int(counts.sum())
+        if total == 0:
+            return [self._empty(p) for p in points]
+        owner = np.repeat(np.arange(n_points), counts)
+        offsets = np.cumsum(counts) - counts
+        k = (np.arange(total) - offsets[owner] + firsts[owner]).astype(np.uint64)
+        hashes = np.array([p.hash for p in points], dtype=np.uint64)
+        h = _mix(k ^ hashes[owner])
         present = (h % U64(1000)) >= U64(100)
-        k, h = k[present], h[present]
+        k, h, owner = k[present], h[present], owner[present]
         dup = ((h >> U64(20)) % U64(1000)) < U64(5)
         reps = np.where(dup, 2, 1)
-        k = np.repeat(k, reps)
-        h = np.repeat(h, reps)
+        k, h, owner = np.repeat(k, reps), np.repeat(h, reps), np.repeat(owner, reps)
         sub = np.zeros(k.shape[0], dtype=np.uint64)
         if dup.any():
             starts = np.cumsum(reps) - reps
             sub[starts[dup] + 1] = 1
         # Timestamp: slot start + jitter, at whole-second, millisecond or 100 ns precision.
-        jitter = ((h >> U64(10)) % U64(int(interval * 0.8))).astype(np.int64)
+        interval = intervals[owner]
+        jitter_mod = np.array([int(p.interval_ticks * 0.8) for p in points], dtype=np.uint64)[owner]
+        jitter = ((h >> U64(10)) % jitter_mod).astype(np.int64)
         prec = ((h >> U64(40)) % U64(10)).astype(np.int64)
-        raw = np.int64(cfg.origin_ticks) + k.astype(np.int64) * np.int64(interval) + jitter
+        raw = np.int64(cfg.origin_ticks) + k.astype(np.int64) * interval + jitter
         ticks = np.where(prec == 0, raw - raw % TICKS_PER_SECOND,
                          np.where(prec == 1, raw, raw - raw % 10_000)).astype(np.int64)
         # A second event at the same timestamp gets its own hash.
@@ -351,45 +383,53 @@ class Model:
         visible = (ticks >= start_ticks) & (ticks <= end_ticks) & (ticks + delay <= asof_ticks)
         if not visible.all():
             keep = np.nonzero(visible)[0]
-            ticks, h, h2, sub = ticks[keep], h[keep], h2[keep], sub[keep]
+            ticks, h, h2, owner = ticks[keep], h[keep], h2[keep], owner[keep]
         n = ticks.shape[0]
         # Edits: after edit_delay the value is replaced and flagged Substituted.
         edit = ((h2 >> U64(29)) % U64(10_000)) < U64(int(cfg.edit_share * 10_000))
         span = max(1, cfg.edit_max_minutes - cfg.edit_min_minutes)
         edit_at = ticks + (cfg.edit_min_minutes + ((h2 >> U64(41)) % U64(span)).astype(np.int64)) * MINUTE
         edited = edit & (edit_at <= asof_ticks)
-        variant = np.where(edited, _mix(h2 ^ U64(0xED17)), h2)
+        variant = np.where(edited, _mix(h2 ^ U64(0xED17)), h2) if edited.any() else h2
 
         system = ((h >> U64(30)) % U64(1000)) < U64(5)
         questionable = (((h2 >> U64(7)) % U64(1000)) < U64(10)) & ~system
         annotated = ((h2 >> U64(13)) % U64(1000)) < U64(3)
         substituted = edited | ((((h2 >> U64(23)) % U64(1000)) < U64(2)) & ~system)
         good = ~system
-        code = np.full(n, -1, dtype=np.int32)
+        ptype = np.array([_TYPE_CODE[p.point_type] for p in points], dtype=np.int8)[owner]
+        kind = _KIND_OF_TYPE[ptype]
         number = np.full(n, np.nan, dtype=np.float64)
-        kind = np.full(n, K_NUMBER, dtype=np.int8)
-        if p.point_type in ("Float32", "Float64", "Int32"):
-            t_s = ticks.astype(np.float64) / TICKS_PER_SECOND
-            noise = ((variant >> U64(11)).astype(np.float64) / float(1 << 53)) - 0.5
-            v = p.base + p.amplitude * np.sin(2 * np.pi * t_s / p.period_s + p.phase) + p.amplitude * 0.1 * noise
-            if p.point_type == "Int32":
-                v = np.round(v)
-            elif p.point_type == "Float32":
-                v = np.round(v, 3)
-            number = v
-        elif p.point_type == "Digital":
-            kind[:] = K_DIGITAL
-            code = ((variant >> U64(5)) % U64(len(p.state_names()))).astype(np.int32)
-        elif p.point_type == "String":
-            kind[:] = K_STRING
-        else:
-            kind[:] = K_TIMESTAMP
+        numeric = ptype <= _T_INT32
+        if numeric.any():
+            sel = np.nonzero(numeric)[0]
+            o = owner[sel]
+            base = np.array([p.base for p in points])[o]
+            amp = np.array([p.amplitude for p in points])[o]
+            period = np.array([p.period_s for p in points])[o]
+            phase = np.array([p.phase for p in points])[o]
+            t_s = ticks[sel].astype(np.float64) / TICKS_PER_SECOND
+            noise = ((variant[sel] >> U64(11)).astype(np.float64) / float(1 << 53)) - 0.5
+            v = base + amp * np.sin(2 * np.pi * t_s / period + phase) + amp * 0.1 * noise
+            t = ptype[sel]
+            number[sel] = np.where(t == _T_INT32, np.round(v), np.where(t == _T_FLOAT32, np.round(v, 3), v))
+        code = np.full(n, -1, dtype=np.int32)
+        digital = ptype == _T_DIGITAL
+        if digital.any():
+            sel = np.nonzero(digital)[0]
+            n_states = np.array([max(1, len(p.state_names())) for p in points], dtype=np.uint64)[owner[sel]]
+            code[sel] = ((variant[sel] >> U64(5)) % n_states).astype(np.int32)
         if system.any():
             kind = np.where(system, K_SYSTEM, kind).astype(np.int8)
             number = np.where(system, np.nan, number)
             code = np.where(system, _SYSTEM_CODES[((h >> U64(33)) % U64(len(_SYSTEM_CODES))).astype(np.int64)],
                             code).astype(np.int32)
-        return Events(p, ticks, kind, number, code, good, questionable, substituted, annotated, variant)
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=n_points))])
+        return [
+            Events(p, ticks[a:b], kind[a:b], number[a:b], code[a:b], good[a:b], questionable[a:b],
+                   substituted[a:b], annotated[a:b], variant[a:b])
+            for p, a, b in zip(points, bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+        ]
 
     def _empty(self, p: PointSpec) -> Events:
         e64 = np.zeros(0, dtype=np.int64)
