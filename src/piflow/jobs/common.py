@@ -22,6 +22,7 @@ from piflow.sinks.delta import DeltaSink
 if TYPE_CHECKING:
     from piflow.client.api import PiClient
     from piflow.config import PiflowSettings
+    from piflow.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,20 @@ def selected_points(sink: DeltaSink, name_filter: str) -> list[PointRef]:
     ]
     refs.sort(key=lambda p: p.name)
     return refs
+
+
+async def points_to_read(settings: PiflowSettings, sink: DeltaSink, progress: Progress) -> list[PointRef]:
+    """The points a job reads: from ``pi_points``, discovering them first if the table has none for the filter."""
+    points = selected_points(sink, settings.points)
+    if not points:
+        from piflow.jobs.discover import run_discover
+
+        progress.note("pi_points is empty for this filter: discovering points first")
+        await run_discover(settings, progress)
+        points = selected_points(sink, settings.points)
+    if not points:
+        raise ConfigError("points", f"no PI point matches {settings.points!r}")
+    return points
 
 
 async def server_now(client: PiClient) -> datetime:

@@ -18,13 +18,12 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from piflow import schema
-from piflow.errors import ConfigError
 from piflow.jobs.common import (
     RunRecorder,
     RunResult,
     open_client,
+    points_to_read,
     resolve_time,
-    selected_points,
     server_now,
     take_client_counters,
 )
@@ -117,15 +116,7 @@ async def run_sync(settings: PiflowSettings, progress: Progress | None = None) -
     sink = DeltaSink(settings.target)
     result = RunResult(job="sync")
     with RunRecorder(sink, result):
-        points = selected_points(sink, settings.points)
-        if not points:
-            from piflow.jobs.discover import run_discover
-
-            progress.note("pi_points is empty for this filter: discovering points first")
-            await run_discover(settings, progress)
-            points = selected_points(sink, settings.points)
-        if not points:
-            raise ConfigError("points", f"no PI point matches {settings.points!r}")
+        points = await points_to_read(settings, sink, progress)
         async with open_client(settings) as client:
             try:
                 now = await server_now(client)
