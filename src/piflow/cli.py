@@ -140,16 +140,16 @@ def _progress_for(settings: PiflowSettings) -> Progress:
     return make_progress(settings.progress)
 
 
-def _run_async_job(command: str, module: str, name: str, config: Path | None, overrides: dict[str, object],
-                   debug: bool) -> None:
-    """The shape of discover/backfill/sync: settings, job(settings, progress), result table, exit code."""
+def _run_async_job(command: str, module: str, function: str, config: Path | None, overrides: dict[str, object],
+                   debug: bool, **job_kwargs: Any) -> None:
+    """The shape of every data command: settings, job(settings, progress, ...), result table, exit code."""
     with _errors_handled(debug):
         settings = _setup(config, overrides)
         settings.require_url()
-        job = _job_function(command, module, name)
+        job = _job_function(command, module, function)
         progress = _progress_for(settings)
         try:
-            result = asyncio.run(job(settings, progress))
+            result = asyncio.run(job(settings, progress, **job_kwargs))
         finally:
             progress.close()
         _print_result(result)
@@ -377,24 +377,51 @@ def stream(
     _not_yet("stream", config, _common(url, target, points, start, end, auth, progress), debug)
 
 
+DatabaseOpt = Annotated[str | None, typer.Option(help="AF database name or \\\\SERVER\\Database (default: all).")]
+
+
 @app.command()
 def af(
-    config: ConfigOpt = None, url: UrlOpt = None, target: TargetOpt = None, points: PointsOpt = None,
-    start: StartOpt = None, end: EndOpt = None, auth: AuthOpt = None, progress: ProgressOpt = None,
-    debug: DebugOpt = False,
+    config: ConfigOpt = None, url: UrlOpt = None, target: TargetOpt = None, auth: AuthOpt = None,
+    progress: ProgressOpt = None, database: DatabaseOpt = None, debug: DebugOpt = False,
 ) -> None:
-    """Read the AF asset model into pi_af_elements and pi_af_attributes (not implemented yet)."""
-    _not_yet("af", config, _common(url, target, points, start, end, auth, progress), debug)
+    """Read the AF asset model into pi_af_elements and pi_af_attributes (merge, tombstones)."""
+    _run_async_job("af", "af", "run_af", config, _common(url, target, None, None, None, auth, progress), debug,
+                   database=database)
 
 
 @app.command()
 def events(
-    config: ConfigOpt = None, url: UrlOpt = None, target: TargetOpt = None, points: PointsOpt = None,
+    config: ConfigOpt = None, url: UrlOpt = None, target: TargetOpt = None,
     start: StartOpt = None, end: EndOpt = None, auth: AuthOpt = None, progress: ProgressOpt = None,
+    database: DatabaseOpt = None,
+    template: Annotated[str | None, typer.Option(help="Event frame template name.")] = None,
+    category: Annotated[str | None, typer.Option(help="Event frame category.")] = None,
+    name: Annotated[str | None, typer.Option(help="Event frame name filter.")] = None,
+    referenced_element: Annotated[str | None, typer.Option(help="Referenced element name filter.")] = None,
+    overlap: Annotated[str, typer.Option(help="How far each run re-reads before the last one's end.")] = "1h",
+    no_attributes: Annotated[bool, typer.Option("--no-attributes", help="Skip frame attribute values.")] = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Read event frames into pi_event_frames (not implemented yet)."""
-    _not_yet("events", config, _common(url, target, points, start, end, auth, progress), debug)
+    """Read event frames into pi_event_frames and pi_event_frame_attributes (incremental, merge)."""
+    _run_async_job("events", "events", "run_events", config, _common(url, target, None, start, end, auth, progress),
+                   debug, database=database, template=template, category=category, name=name,
+                   referenced_element=referenced_element, overlap=overlap, attributes=not no_attributes)
+
+
+@app.command()
+def view(
+    template: Annotated[str, typer.Option(help="Element template whose elements become rows.")],
+    config: ConfigOpt = None, url: UrlOpt = None, target: TargetOpt = None,
+    start: StartOpt = None, end: EndOpt = None, auth: AuthOpt = None, progress: ProgressOpt = None,
+    interval: Annotated[str, typer.Option(help="Interpolation interval, e.g. 1m, 1h.")] = "1h",
+    database: DatabaseOpt = None,
+    table: Annotated[str | None, typer.Option(help="Table name (default pi_view_<template>).")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Write an asset view: one row per element and interval, one column per attribute of a template."""
+    _run_async_job("view", "views", "run_view", config, _common(url, target, None, start, end, auth, progress),
+                   debug, template=template, interval=interval, database=database, table=table)
 
 
 @app.command()

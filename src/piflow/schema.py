@@ -108,3 +108,13 @@ TABLES: dict[str, pa.Schema] = {
     "pi_ingest_runs": PI_INGEST_RUNS,
     "pi_watermarks": PI_WATERMARKS,
 }
+
+
+def _add_af_tables() -> None:
+    """The AF and event-frame tables are described in af_schema; one TABLES lists every table."""
+    from piflow import af_schema
+
+    TABLES.update(af_schema.TABLES)
+
+
+_add_af_tables()

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from piflow.cli import app
 
 WriteToml = Callable[..., Path]
-COMMANDS = ["emulator", "demo", "discover", "backfill", "sync", "stream", "af", "events", "status", "optimize"]
+COMMANDS = ["emulator", "demo", "discover", "backfill", "sync", "stream", "af", "events", "view", "status",
+            "optimize"]
 COMMON_FLAGS = ["--config", "--url", "--target", "--points", "--start", "--end", "--auth"]
 
 
@@ -36,11 +37,20 @@ def test_help_for_every_command(runner: CliRunner, command: str) -> None:
     assert "--config" in result.stdout
 
 
-@pytest.mark.parametrize("command", ["discover", "backfill", "sync", "stream", "af", "events"])
+@pytest.mark.parametrize("command", ["discover", "backfill", "sync", "stream"])
 def test_data_commands_take_the_common_flags(runner: CliRunner, command: str) -> None:
     result = runner.invoke(app, [command, "--help"])
     for flag in COMMON_FLAGS:
         assert flag in result.stdout
+
+
+@pytest.mark.parametrize("command", ["af", "events", "view"])
+def test_af_commands_take_their_flags(runner: CliRunner, command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    for flag in ["--config", "--url", "--target", "--auth", "--database"]:
+        assert flag in result.stdout
+    if command != "af":
+        assert "--start" in result.stdout and "--end" in result.stdout
 
 
 def test_emulator_help_shows_its_flags(runner: CliRunner) -> None:
@@ -126,7 +136,7 @@ def test_bad_value_in_env_names_the_setting(runner: CliRunner, monkeypatch: pyte
     assert "'concurrency'" in _one_error_line(result.stderr)
 
 
-@pytest.mark.parametrize("command", ["stream", "af", "events"])
+@pytest.mark.parametrize("command", ["stream"])
 def test_unimplemented_commands_exit_2(runner: CliRunner, command: str) -> None:
     result = runner.invoke(app, [command, "--url", "http://127.0.0.1:9"])
     assert result.exit_code == 2

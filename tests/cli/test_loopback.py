@@ -179,3 +179,24 @@ def test_demo_writes_tables_and_prints_their_summary(tmp_path: Path) -> None:
     for job in ("discover", "backfill", "sync"):
         assert job in result.stdout
     assert str(target) in result.stdout
+
+
+def test_af_events_and_view_through_the_cli(served: Emulator, tmp_path: Path) -> None:
+    from piflow.sinks.delta import DeltaSink
+
+    runner = CliRunner()
+    target = str(tmp_path / "lake")
+    flags = ["--url", served.url, "--target", target, "--progress", "never"]
+    result = runner.invoke(app, ["af", *flags, "--database", "Plant"])
+    assert result.exit_code == 0, result.output
+    elements = DeltaSink(target).read("pi_af_elements")
+    assert elements.num_rows > 40  # enterprise, sites, areas and the equipment of 200 points
+    result = runner.invoke(app, ["events", *flags, "--database", "Plant", "--start", "*-6h", "--end", "*",
+                                 "--template", "Downtime"])
+    assert result.exit_code == 0, result.output
+    frames = DeltaSink(target).read("pi_event_frames").to_pylist()
+    assert frames and {f["template"] for f in frames} == {"Downtime"}
+    result = runner.invoke(app, ["view", *flags, "--template", "Pump", "--interval", "1h", "--start", "*-3h",
+                                 "--end", "*"])
+    assert result.exit_code == 0, result.output
+    assert DeltaSink(target).read("pi_view_pump").num_rows > 0

@@ -2,17 +2,18 @@
 
 Per database, one ``/batch`` per page of 1000 elements carries the page itself (``searchFullHierarchy=true``, a
 flat depth-first list) and, through a ``RequestTemplate`` on ``$.page.Content.Items[*].WebId``, the attributes of
-every element of that page. PI point references are then resolved by path with ``points/multiple`` and static
-values read with ``streamsets/value``, both chunked into a few more ``/batch`` calls. 10,000 elements cost about
-20 requests instead of 10,000.
+every element of that page. A PI point reference comes resolved by the server (the attribute's ``Point`` link
+holds the point's Full WebID, the one ``pi_points`` holds); only dangling or substituted references are asked
+with ``points/multiple``, and static values are read with ``streamsets/value``, chunked into a few more
+``/batch`` calls. 10,000 elements cost about 20 requests instead of 10,000.
 
 Rows are merged on WebID like ``discover`` does: only new or changed rows are written, objects that vanished
 from a database that was read completely get a tombstone (``is_deleted``), so a re-run over an unchanged model
 commits nothing. A database that disappears *during* a run is left untouched (a clear message says so); the
 next run tombstones it.
 
-The batch plumbing here (:func:`send_batch`, :func:`fetch_many`, :func:`fanout_pages`) is shared with
-``piflow events`` and ``piflow view``.
+The request plumbing here (:func:`send_batch`, :func:`fetch_many`, :func:`fanout_pages`, :func:`paged_items`)
+is shared with ``piflow events`` and ``piflow view``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -457,10 +459,21 @@ async def read_database(client: PiClient, db: Database, *, page_size: int = PAGE
             full += await _take_page(client, out, page, seen, page_size)
             progress.advance(len(page.items))
     except NotFoundError as exc:
+        if not await _database_gone(client, db):
+            raise
         out.vanished = str(exc)
         return out
     await _more_attribute_pages(client, out, full, page_size)
     return out
+
+
+async def _database_gone(client: PiClient, db: Database) -> bool:
+    """Whether a 404 met while reading ``db`` means the database itself is gone (asked once, to be sure)."""
+    try:
+        await client.http.get_json(f"assetdatabases/{db.webid}", [("selectedFields", "WebId")])
+    except NotFoundError:
+        return True
+    return False
 
 
 async def _take_page(client: PiClient, out: DatabaseRead, page: FanoutPage, seen: set[str],
@@ -530,18 +543,18 @@ class PointRef:
 
 
 def point_queries(attrs: Iterable[Json]) -> tuple[list[str], list[str]]:
-    """Distinct point paths to resolve, and Point-link WebIDs for references without a readable path."""
+    """What is left to ask the server (pure): the paths of references the server gave no ``Point`` link for
+    (dangling ones, to say why), and the linked WebIDs whose path the config string does not spell out."""
     paths: dict[str, str] = {}
     webids: dict[str, str] = {}
     for a in attrs:
         if not is_point_reference(a):
             continue
         hint = point_path_hint(a.get("ConfigString"))
-        if hint is not None:
-            paths.setdefault(hint.upper(), hint)
-            continue
         link = link_webid(a, "Point")
-        if link is not None:
+        if link is None and hint is not None:
+            paths.setdefault(hint.upper(), hint)
+        elif link is not None and hint is None:
             webids.setdefault(link, link)
     return list(paths.values()), list(webids.values())
 
@@ -557,6 +570,8 @@ async def resolve_points(client: PiClient, paths: Sequence[str], webids: Sequenc
     Keys are upper-cased paths and WebIDs as given; a point the server does not know maps to a PointRef with
     an error and no WebID."""
     asks = [("path", p) for p in paths] + [("webId", w) for w in webids]
+    if not asks:
+        return {}
     groups = [asks[i:i + chunk] for i in range(0, len(asks), chunk)]
     resources = [resource("points/multiple", [*g, ("selectedFields", POINT_FIELDS)]) for g in groups]
     answers = await fetch_many(client, resources)
@@ -587,13 +602,16 @@ def _point_ref(kind: str, ident: str, item: Any) -> PointRef:
 
 
 def point_of(attr: Json, refs: Mapping[str, PointRef]) -> PointRef:
-    """The resolved point of a PI Point attribute (pure)."""
+    """The point of a PI Point attribute (pure): the server's own resolution (the attribute's ``Point`` link, a
+    Full WebID as ``pi_points`` holds it) with the path its config string names, else what ``points/multiple``
+    answered for the path or the link."""
     hint = point_path_hint(attr.get("ConfigString"))
-    if hint is not None:
-        return refs.get(hint.upper(), PointRef(None, hint, f"PI point {hint} was not resolved"))
     link = link_webid(attr, "Point")
-    if link is not None and link in refs:
-        return refs[link]
+    if link is not None and hint is not None:
+        return PointRef(link, hint)
+    key = link if link is not None else hint.upper() if hint is not None else None
+    if key is not None:
+        return refs.get(key, PointRef(None, hint, f"PI point {hint or link} was not resolved"))
     return PointRef(None, None, f"the PI Point reference {attr.get('ConfigString')!r} names no point the server "
                                 "could resolve")
 
@@ -604,6 +622,8 @@ def is_static(attr: Json) -> bool:
 
 async def read_static_values(client: PiClient, webids: Sequence[str], chunk: int = CHUNK) -> dict[str, Json]:
     """Current values of static attributes with ad hoc ``streamsets/value`` calls, chunked into ``/batch``."""
+    if not webids:
+        return {}
     groups = [webids[i:i + chunk] for i in range(0, len(webids), chunk)]
     resources = [resource("streamsets/value", [*(("webId", w) for w in g), ("selectedFields", VALUE_FIELDS)])
                  for g in groups]
@@ -712,8 +732,9 @@ def vanished_databases(existing: Iterable[Row], listed: Sequence[Database], serv
     return out
 
 
-async def _read_all(client: PiClient, dbs: Sequence[Database], page_size: int, lookahead: int,
-                    progress: Progress) -> tuple[list[DatabaseRead], dict[str, PointRef], dict[str, Json]]:
+async def _read_all(client: PiClient, dbs: Sequence[Database], page_size: int, lookahead: int, progress: Progress,
+                    seconds: dict[str, float]) -> tuple[list[DatabaseRead], dict[str, PointRef], dict[str, Json]]:
+    t0 = time.monotonic()
     reads = []
     for db in dbs:
         progress.start(None, f"af {db.path}")
@@ -722,13 +743,13 @@ async def _read_all(client: PiClient, dbs: Sequence[Database], page_size: int, l
             log.warning("asset database %s disappeared during the run (%s); its rows are left unchanged",
                         db.path, read.vanished)
         reads.append(read)
+    t1 = time.monotonic()
     attrs = [a for r in reads for lst in r.attributes.values() for a in lst]
     paths, links = point_queries(attrs)
-    progress.start(len(paths) + len(links), "af: resolving PI point references")
-    points = await resolve_points(client, paths, links) if paths or links else {}
     statics = [str(a["WebId"]) for a in attrs if is_static(a)]
-    progress.start(len(statics), "af: static attribute values")
-    values = await read_static_values(client, statics) if statics else {}
+    progress.start(len(paths) + len(links) + len(statics), "af: PI point references and static values")
+    points, values = await asyncio.gather(resolve_points(client, paths, links), read_static_values(client, statics))
+    seconds.update(elements_and_attributes=t1 - t0, points_and_values=time.monotonic() - t1)
     return reads, points, values
 
 
@@ -755,6 +776,7 @@ async def run_af(settings: PiflowSettings, progress: Progress | None = None, *, 
     progress = progress or NullProgress()
     sink = DeltaSink(settings.target)
     result = RunResult(job="af")
+    seconds: dict[str, float] = {}
     with RunRecorder(sink, result):
         async with open_client(settings) as client:
             try:
@@ -765,7 +787,7 @@ async def run_af(settings: PiflowSettings, progress: Progress | None = None, *, 
                 if database is not None and not dbs and not gone:
                     raise no_such_database(database, listed)
                 lookahead = max(1, min(settings.concurrency, 2))  # each batch is up to 1000 sub-requests
-                reads, points, values = await _read_all(client, dbs, page_size, lookahead, progress)
+                reads, points, values = await _read_all(client, dbs, page_size, lookahead, progress, seconds)
             finally:
                 take_client_counters(result, client)
         now = datetime.now(UTC)
@@ -778,6 +800,7 @@ async def run_af(settings: PiflowSettings, progress: Progress | None = None, *, 
         write_changes(sink, "pi_af_elements", e_changes, af_schema.PI_AF_ELEMENTS, af_schema.PI_AF_ELEMENTS_KEY)
         write_changes(sink, "pi_af_attributes", a_changes, af_schema.PI_AF_ATTRIBUTES,
                       af_schema.PI_AF_ATTRIBUTES_KEY)
+        seconds["compare_and_write"] = (datetime.now(UTC) - now).total_seconds()
         broken = sum(1 for r in current_a if r["data_reference"] and r["error"] and r["point_webid"] is None
                      and is_point_reference({"DataReferencePlugIn": r["data_reference"]}))
         notes = _messages(reads, gone.values(), broken)
@@ -792,6 +815,7 @@ async def run_af(settings: PiflowSettings, progress: Progress | None = None, *, 
             "elements_tombstoned": sum(1 for c in e_changes if c["is_deleted"]),
             "attributes_tombstoned": sum(1 for c in a_changes if c["is_deleted"]),
             "broken_point_references": broken, "fallbacks": sum(r.fallbacks for r in reads),
+            "seconds": {k: round(v, 3) for k, v in seconds.items()},
         }
         progress.close()
     return result

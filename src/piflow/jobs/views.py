@@ -240,6 +240,8 @@ async def run_view(settings: PiflowSettings, progress: Progress | None = None, *
         step = parse_interval(interval)
     except ValueError as exc:
         raise ConfigError("interval", str(exc)) from exc
+    if step <= timedelta(0):
+        raise ConfigError("interval", f"{interval!r} is not a positive interval")
     name = table or table_name(template)
     sink = DeltaSink(settings.target)
     result = RunResult(job="view")

@@ -27,6 +27,7 @@ _TABLE_CONFIG: dict[str, dict[str, str | None]] = {
     "pi_af_elements": {"delta.enableChangeDataFeed": "true"},
     "pi_af_attributes": {"delta.enableChangeDataFeed": "true"},
     "pi_event_frames": {"delta.enableChangeDataFeed": "true"},
+    "pi_event_frame_attributes": {"delta.enableChangeDataFeed": "true"},
 }
 _PARTITIONS: dict[str, list[str]] = {"pi_values": list(contract.PI_VALUES_PARTITION)}
 
