@@ -50,7 +50,8 @@ def test_af_commands_take_their_flags(runner: CliRunner, command: str) -> None:
     for flag in ["--config", "--url", "--target", "--auth", "--database"]:
         assert flag in result.stdout
     if command != "af":
-        assert "--start" in result.stdout and "--end" in result.stdout
+        assert "--start" in result.stdout
+        assert "--end" in result.stdout
 
 
 def test_emulator_help_shows_its_flags(runner: CliRunner) -> None:

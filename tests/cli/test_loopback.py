@@ -195,7 +195,8 @@ def test_af_events_and_view_through_the_cli(served: Emulator, tmp_path: Path) ->
                                  "--template", "Downtime"])
     assert result.exit_code == 0, result.output
     frames = DeltaSink(target).read("pi_event_frames").to_pylist()
-    assert frames and {f["template"] for f in frames} == {"Downtime"}
+    assert frames
+    assert {f["template"] for f in frames} == {"Downtime"}
     result = runner.invoke(app, ["view", *flags, "--template", "Pump", "--interval", "1h", "--start", "*-3h",
                                  "--end", "*"])
     assert result.exit_code == 0, result.output

@@ -49,7 +49,8 @@ def test_backfill_survives_repeated_kill_9(emulator: EmulatorServer, tmp_path: P
             progressed.append(table_of(tmp_path).num_rows)
     assert kills >= 10
     # Progress survived the kills (at least some commits happened between them).
-    assert progressed and max(progressed) > 0
+    assert progressed
+    assert max(progressed) > 0
     final = subprocess.run(cmd, env={**env, "PIFLOW_MAX_RPS": "0"}, capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stderr
     refs = selected_points(DeltaSink(str(tmp_path)), FILTER)

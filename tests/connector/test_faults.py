@@ -74,7 +74,8 @@ def test_wrong_password_is_one_clear_error_without_the_secret(tmp_path: Path) ->
         assert "wrong-secret-value" not in str(info.value)
         assert "401" in str(info.value)
         runs = sorted(table_of(tmp_path, "pi_ingest_runs").to_pylist(), key=lambda r: r["started_at"])
-        assert runs[-1]["status"] == "failed" and "wrong-secret-value" not in runs[-1]["message"]
+        assert runs[-1]["status"] == "failed"
+        assert "wrong-secret-value" not in runs[-1]["message"]
 
 
 def test_point_deleted_mid_run_is_reported_and_others_land(tmp_path: Path) -> None:

@@ -34,13 +34,14 @@ def test_every_value_kind_keeps_its_meaning() -> None:
     ]}"""
     r = rows(body)
     assert [x["value_kind"] for x in r] == ["number", "number", "string", "digital", "system", "number", "null"]
-    assert r[0]["value_double"] == 12.5 and r[0]["units"] == "bar" and r[0]["good"] is True
+    assert (r[0]["value_double"], r[0]["units"], r[0]["good"]) == (12.5, "bar", True)
     assert r[1]["value_double"] == 7.0
-    assert r[2]["value_string"] == "Batch 17" and r[2]["value_double"] is None
+    assert (r[2]["value_string"], r[2]["value_double"]) == ("Batch 17", None)
     assert (r[3]["state_code"], r[3]["state_name"], r[3]["is_system"]) == (1, "Running", False)
-    assert (r[4]["state_code"], r[4]["state_name"], r[4]["is_system"], r[4]["good"]) == (246, "I/O Timeout", True, False)
+    r4 = r[4]
+    assert (r4["state_code"], r4["state_name"], r4["is_system"], r4["good"]) == (246, "I/O Timeout", True, False)
     assert r[5]["value_double"] == 1.0
-    assert r[6]["value_double"] is None and r[6]["value_string"] is None
+    assert (r[6]["value_double"], r[6]["value_string"]) == (None, None)
 
 
 def test_nan_and_infinity_literals_and_strings() -> None:
@@ -76,7 +77,7 @@ def test_unknown_digital_state_is_kept_as_sent() -> None:
 def test_missing_flags_default_and_missing_timestamp_is_an_error() -> None:
     r = rows(b'{"Items": [{"Timestamp": "2026-01-01T00:00:00Z", "Value": 1}]}')[0]
     assert (r["good"], r["questionable"], r["substituted"], r["annotated"]) == (True, False, False, False)
-    with pytest.raises(DecodeError, match="without Timestamp.*WEBID-X"):
+    with pytest.raises(DecodeError, match=r"without Timestamp.*WEBID-X"):
         rows(b'{"Items": [{"Value": 1}]}', webid="WEBID-X")
 
 

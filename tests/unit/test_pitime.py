@@ -35,7 +35,7 @@ def test_parse_pi_time(text: str, expected: datetime) -> None:
 
 @pytest.mark.parametrize("bad", ["soon", "*-1x", "2026-13-01", "t+"])
 def test_parse_pi_time_rejects_garbage(bad: str) -> None:
-    with pytest.raises(ValueError, match="PI time|ISO|month"):
+    with pytest.raises(ValueError, match=r"PI time|ISO|month"):
         parse_pi_time(bad, NOW)
 
 

@@ -30,7 +30,7 @@ def test_new_changed_and_unchanged_rows() -> None:
 def test_empty_table_means_everything_is_new() -> None:
     fetched = values([("A", 1, 0, 1.0)])
     new, changed = split_new_and_changed(fetched, schema.PI_VALUES.empty_table())
-    assert new.num_rows == 1 and changed.num_rows == 0
+    assert (new.num_rows, changed.num_rows) == (1, 0)
 
 
 def test_catalog_changes_insert_update_tombstone_and_noop() -> None:
@@ -47,7 +47,7 @@ def test_catalog_changes_insert_update_tombstone_and_noop() -> None:
     current = [point("1", "A1"), point("2", "A2", desc="changed"), point("5", "A5")]
     changes = {c["webid"]: c for c in catalog_changes(existing, current, "S", "A*", t1)}
     assert set(changes) == {"2", "5"} | set()  # 3 is out of scope (B*), 4 already tombstoned
-    assert changes["2"]["descriptor"] == "changed" and changes["2"]["first_seen"] == t0
+    assert (changes["2"]["descriptor"], changes["2"]["first_seen"]) == ("changed", t0)
     gone = catalog_changes(existing, [point("2", "A2")], "S", "A*", t1)
     assert [(c["webid"], c["is_deleted"]) for c in gone] == [("1", True)]
     assert catalog_changes(existing[:2], existing[:2], "S", "*", t1) == []
