@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from piflow.schema import TS
+TS = pa.timestamp("us", tz="UTC")  # as in schema.TS; defined here so the two modules do not import each other
 
 _NAMES = pa.list_(pa.string())
 

@@ -495,6 +495,75 @@ def _total_size(files: object) -> object:
     return files.get("totalSize") if isinstance(files, dict) else None
 
 
+# --- Databricks: bundle and Unity Catalog (piflow.spark; databricks-sdk only for `uc register`) -------------
+
+BundleMode = Literal["batch", "continuous"]
+
+
+@app.command()
+def bundle(
+    shards: Annotated[int, typer.Option("--shards", min=1, help="Number of jobs the points are spread over.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write the bundle into.")] = Path(
+        "piflow_bundle"),
+    mode: Annotated[BundleMode, typer.Option(help="batch: scheduled AvailableNow runs; continuous: always on.")] = (
+        "batch"),
+    catalog: Annotated[str, typer.Option(help="Unity Catalog catalog of the tables.")] = "main",
+    schema: Annotated[str, typer.Option(help="Schema of the tables.")] = "pi",
+    spark_version: Annotated[str | None, typer.Option(
+        help="Databricks Runtime of the job clusters (Apache Spark 4.2 or later).")] = None,
+    secret_scope: Annotated[str, typer.Option(help="Secret scope holding the PI credentials.")] = "piflow",  # noqa: S107
+    force: Annotated[bool, typer.Option("--force", help="Overwrite generated files.")] = False,
+    config: ConfigOpt = None, url: UrlOpt = None, points: PointsOpt = None, start: StartOpt = None,
+    auth: AuthOpt = None, debug: DebugOpt = False,
+) -> None:
+    """Generate a Databricks Asset Bundle: SHARDS jobs each streaming a disjoint shard of the points into
+    pi_values, plus one job for points, AF and event frames."""
+    with _errors_handled(debug):
+        settings = _setup(config, _common(url, None, points, start, None, auth, None))
+        from piflow.spark.bundle import config_from_settings, write_bundle
+
+        cfg = config_from_settings(settings, shards=shards, mode=mode, catalog=catalog, schema=schema,
+                                   spark_version=spark_version, secret_scope=secret_scope)
+        for path in write_bundle(cfg, output, overwrite=force):
+            _stdout().print(str(path), soft_wrap=True)
+
+
+uc_app = typer.Typer(name="uc", help="Unity Catalog.", no_args_is_help=True)
+app.add_typer(uc_app)
+
+
+@uc_app.command("register")
+def uc_register(
+    catalog: Annotated[str, typer.Option(help="Catalog to register the tables in.")],
+    schema: Annotated[str, typer.Option(help="Schema (created if missing, unless --no-create-schema).")],
+    warehouse_id: Annotated[str, typer.Option(help="SQL warehouse that runs the DDL.")],
+    location: Annotated[str | None, typer.Option(
+        help="Root of external tables (<location>/<table>); omit for managed tables.")] = None,
+    create_schema: Annotated[bool, typer.Option("--create-schema/--no-create-schema")] = True,
+    tables: Annotated[str, typer.Option(help="Comma-separated tables.")] = (
+        "pi_values,pi_points,pi_af_elements,pi_af_attributes,pi_event_frames"),
+    host: Annotated[str | None, typer.Option(help="Workspace URL (default: DATABRICKS_HOST / profile).")] = None,
+    profile: Annotated[str | None, typer.Option(help="Databricks config profile.")] = None,
+    config: ConfigOpt = None, url: UrlOpt = None, points: PointsOpt = None, debug: DebugOpt = False,
+) -> None:
+    """Register piflow's tables in Unity Catalog with comments from the contract and source tags."""
+    with _errors_handled(debug):
+        settings = _setup(config, _common(url, None, points, None, None, None, None))
+        try:
+            from piflow.spark.unity import register_from_settings
+        except ModuleNotFoundError as exc:
+            _unavailable("uc register", f"needs the databricks extra (pip install 'piflow[databricks]'): {exc}")
+        result = register_from_settings(
+            settings, catalog=catalog, schema=schema, warehouse_id=warehouse_id, location=location,
+            create_schema=create_schema, host=host, profile=profile,
+            tables=[t.strip() for t in tables.split(",") if t.strip()])
+        out = _stdout()
+        if result.schema_created:
+            out.print(f"created schema {catalog}.{schema}", soft_wrap=True)
+        for name in result.tables:
+            out.print(f"registered {name}", soft_wrap=True)
+
+
 def main() -> None:
     """Console-script entry point (``piflow``) and ``python -m piflow``."""
     app(prog_name="piflow")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from piflow import af_schema
+
 TS = pa.timestamp("us", tz="UTC")
 
 # value_kind: what kind of PI value a row holds.
@@ -109,12 +111,5 @@ TABLES: dict[str, pa.Schema] = {
     "pi_watermarks": PI_WATERMARKS,
 }
 
-
-def _add_af_tables() -> None:
-    """The AF and event-frame tables are described in af_schema; one TABLES lists every table."""
-    from piflow import af_schema
-
-    TABLES.update(af_schema.TABLES)
-
-
-_add_af_tables()
+# The AF and event-frame tables are described in af_schema; one TABLES lists every table.
+TABLES.update(af_schema.TABLES)
