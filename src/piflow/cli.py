@@ -361,20 +361,30 @@ def sync(
                    _common(url, target, points, start, end, auth, progress), debug)
 
 
-def _not_yet(command: str, config: Path | None, overrides: dict[str, object], debug: bool) -> None:
-    with _errors_handled(debug):
-        _setup(config, overrides)  # a broken config is still reported as such
-        _unavailable(command, "not implemented yet")
-
-
 @app.command()
 def stream(
     config: ConfigOpt = None, url: UrlOpt = None, target: TargetOpt = None, points: PointsOpt = None,
     start: StartOpt = None, end: EndOpt = None, auth: AuthOpt = None, progress: ProgressOpt = None,
+    commit_interval: Annotated[str | None, typer.Option(help="How often values are committed, e.g. 5s.")] = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Stream new values through PI channels into pi_values (not implemented yet)."""
-    _not_yet("stream", config, _common(url, target, points, start, end, auth, progress), debug)
+    """Stream new values through PI channels into pi_values until Ctrl-C or SIGTERM (then a final commit)."""
+    with _errors_handled(debug):
+        settings = _setup(config, _common(url, target, points, start, end, auth, progress))
+        settings.require_url()
+        from piflow.jobs.stream import StreamOptions, run_stream
+        from piflow.pitime import parse_interval
+
+        options = StreamOptions.from_settings(settings, commit_interval_s=(
+            parse_interval(commit_interval).total_seconds() if commit_interval else None))
+        bar = _progress_for(settings)
+        try:
+            result = asyncio.run(run_stream(settings, bar, options))  # installs its own SIGINT/SIGTERM handlers
+        finally:
+            bar.close()
+        _print_result(result)
+        if str(result.status).lower() in ("failed", "error", "partial"):
+            raise typer.Exit(EXIT_ERROR)
 
 
 DatabaseOpt = Annotated[str | None, typer.Option(help="AF database name or \\\\SERVER\\Database (default: all).")]

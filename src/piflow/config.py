@@ -72,6 +72,11 @@ class PiflowSettings(BaseSettings):
     max_rps: float = Field(default=0.0, ge=0)
     points_per_request: int = Field(default=0, ge=0)
     commit_rows: int = Field(default=1_000_000, ge=1)
+    commit_interval: str = "5s"
+    points_per_socket: int = Field(default=500, ge=1)
+    heartbeat_rate: int = Field(default=5, ge=1)
+    poll_interval: str = "30s"
+    stream_modes: str = "channels,updates,poll"
     safety_lag: str = "30s"
     lookback: str = "1h"
     timeout_s: float = Field(default=60.0, gt=0)

@@ -137,15 +137,7 @@ def test_bad_value_in_env_names_the_setting(runner: CliRunner, monkeypatch: pyte
     assert "'concurrency'" in _one_error_line(result.stderr)
 
 
-@pytest.mark.parametrize("command", ["stream"])
-def test_unimplemented_commands_exit_2(runner: CliRunner, command: str) -> None:
-    result = runner.invoke(app, [command, "--url", "http://127.0.0.1:9"])
-    assert result.exit_code == 2
-    assert "not implemented yet" in result.stderr
-    assert result.stdout == ""
-
-
-def test_unimplemented_command_still_reports_a_broken_config(runner: CliRunner) -> None:
+def test_stream_reports_a_broken_config(runner: CliRunner) -> None:
     result = runner.invoke(app, ["stream", "--auth", "bearer"])
     assert result.exit_code == 1
     assert "'token'" in _one_error_line(result.stderr)

@@ -201,3 +201,27 @@ def test_af_events_and_view_through_the_cli(served: Emulator, tmp_path: Path) ->
                                  "--end", "*"])
     assert result.exit_code == 0, result.output
     assert DeltaSink(target).read("pi_view_pump").num_rows > 0
+
+
+def test_stream_through_the_cli_stops_cleanly_on_sigterm(served: Emulator, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from piflow.sinks.delta import DeltaSink
+
+    target = str(tmp_path / "lake")
+    cmd = [sys.executable, "-m", "piflow", "stream", "--url", served.url, "--target", target,
+           "--points", "BRK.A0.PMP00000?.*", "--start", "*-10m", "--commit-interval", "1s", "--progress", "never"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while DeltaSink(target).table("pi_values") is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the gap read of the first connect commits the last 10 minutes
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "stream run" in out
+    assert DeltaSink(target).read("pi_values").num_rows > 0

@@ -12,7 +12,8 @@ PI channels push changes but cannot resume, so the channel is treated as a *noti
   it is (source ``channel``) only when its key is certainly right: its timestamp is newer than the point's
   committed watermark and no other pushed value of that point shares it, so ``seq`` is 0 as ``recorded``
   would number it. Otherwise (a late value, an edit, several events at one timestamp, out-of-order messages)
-  that point's affected range is re-read with ``recorded`` and the server's rows are committed instead.
+  that point's affected range is re-read with ``recorded`` in the background and the server's rows go in
+  with a later commit; its pushed values wait meanwhile.
 - A socket that sends neither data nor a heartbeat for ``dead_after_s`` is closed and reopened, with
   exponential backoff and jitter. When channels are unavailable (the handshake is refused, or a proxy
   answers it with plain HTTP) the job falls back to stream updates with markers, then to polling
@@ -29,15 +30,14 @@ import logging
 import signal
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Container, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from piflow import decode, schema
 from piflow.client.channels import (
@@ -59,22 +59,21 @@ from piflow.errors import (
     ConfigError,
     NotFoundError,
     PiApiError,
-    SinkError,
     TransientError,
 )
 from piflow.jobs.common import (
     RunRecorder,
     RunResult,
     open_client,
+    points_to_read,
     resolve_time,
-    selected_points,
     server_now,
     take_client_counters,
 )
 from piflow.jobs.reader import RecordedReader
 from piflow.jobs.sync import commit_diff
 from piflow.jobs.watermarks import max_timestamps, read_watermarks
-from piflow.pitime import TICKS_PER_SECOND, TICKS_PER_US, from_ticks, to_ticks
+from piflow.pitime import TICKS_PER_SECOND, TICKS_PER_US, from_ticks, parse_interval, to_ticks
 from piflow.planner import PointRef, group_for_sync
 from piflow.progress import NullProgress, Progress
 from piflow.sinks.delta import DeltaSink
@@ -91,6 +90,7 @@ MODE_POLL = "poll"
 MODES = (MODE_CHANNELS, MODE_UPDATES, MODE_POLL)
 _NEVER = -(2**62)
 READ_GROUP = 100
+_FLUSH_TIMEOUT_S = 60.0  # how long the final commit waits for re-reads still in flight
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,36 @@ class StreamOptions:
         if self.points_per_socket < 1:
             raise ConfigError("points_per_socket", "must be at least 1")
 
+    @classmethod
+    def from_settings(cls, settings: object, **overrides: Any) -> StreamOptions:
+        """Options from settings that may define ``commit_interval`` (an interval such as ``5s``),
+        ``points_per_socket``, ``heartbeat_rate``, ``poll_interval`` and ``stream_modes`` (comma-separated);
+        ``overrides`` (None values ignored) win. Settings without these fields give the defaults."""
+        values: dict[str, Any] = {}
+        interval = getattr(settings, "commit_interval", None)
+        if interval is not None:
+            values["commit_interval_s"] = _seconds_of("commit_interval", interval)
+        poll = getattr(settings, "poll_interval", None)
+        if poll is not None:
+            values["poll_interval_s"] = _seconds_of("poll_interval", poll)
+        for name in ("points_per_socket", "heartbeat_rate"):
+            if getattr(settings, name, None) is not None:
+                values[name] = int(getattr(settings, name))
+        modes = getattr(settings, "stream_modes", None)
+        if modes:
+            values["modes"] = tuple(m.strip().lower() for m in str(modes).split(",") if m.strip())
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _seconds_of(setting: str, value: object) -> float:
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return parse_interval(str(value)).total_seconds()
+    except ValueError as exc:
+        raise ConfigError(setting, f"not an interval such as 5s: {value!r}") from exc
+
 
 @dataclass
 class StreamStats:
@@ -150,6 +180,8 @@ class StreamStats:
     updated: int = 0
     waiting: int = 0
     last_lag_s: float | None = None
+    commit_delay_p50_s: float | None = None  # pushed value arrived -> its commit done
+    commit_delay_p99_s: float | None = None
     missing: list[str] = field(default_factory=list)
 
 
@@ -209,68 +241,74 @@ def status_line(points: int, stats: StreamStats, values_per_s: float) -> str:
 
 
 # ---- pushed values waiting for the next commit ----------------------------------------------------------------
+@dataclass
+class Pushed:
+    """Values of one point from one message, and when they arrived (monotonic seconds)."""
+
+    source: str
+    values: list[decode.PiValue]
+    units: str | None
+    arrived: float
+
+
+News = dict[str, list[Pushed]]
+
+
 class NewsBuffer:
     """Values pushed per point since the last commit, in arrival order, with the source they came from."""
 
     def __init__(self) -> None:
-        self._items: dict[str, list[tuple[str, list[decode.PiValue], str | None]]] = {}
+        self._items: News = {}
         self.size = 0
 
-    def add(self, webid: str, values: list[decode.PiValue], units: str | None, source: str) -> None:
+    def add(self, webid: str, values: list[decode.PiValue], units: str | None, source: str,
+            arrived: float | None = None) -> None:
         if values:
-            self._items.setdefault(webid, []).append((source, values, units))
+            at = time.monotonic() if arrived is None else arrived
+            self._items.setdefault(webid, []).append(Pushed(source, values, units, at))
             self.size += len(values)
 
-    def drain(self, hold: Mapping[str, int]) -> dict[str, list[tuple[str, list[decode.PiValue], str | None]]]:
+    def points(self) -> list[str]:
+        return list(self._items)
+
+    def drain(self, hold: Container[str]) -> News:
         """Everything except the points in ``hold`` (their gap read is not committed yet)."""
-        out = {w: v for w, v in self._items.items() if not hold.get(w)}
-        self._items = {w: v for w, v in self._items.items() if hold.get(w)}
-        self.size = sum(len(vals) for parts in self._items.values() for _, vals, _ in parts)
+        out = {w: v for w, v in self._items.items() if w not in hold}
+        self._items = {w: v for w, v in self._items.items() if w in hold}
+        self.size = sum(len(p.values) for parts in self._items.values() for p in parts)
         return out
 
 
-def news_table(news: Mapping[str, list[tuple[str, list[decode.PiValue], str | None]]],
-               points: Mapping[str, PointRef]) -> pa.Table:
+def news_table(news: Mapping[str, list[Pushed]], points: Mapping[str, PointRef]) -> pa.Table:
     """Decode pushed values into pi_values rows (per source, then concatenated)."""
     builders: dict[str, decode.ColumnBuilder] = {}
     for w, parts in news.items():
         ref = points[w]
-        for source, values, units in parts:
-            b = builders.setdefault(source, decode.ColumnBuilder(source=source))
-            b.add(w, values, point_type=ref.point_type, default_units=units or ref.units, where=f"{ref.name} (pushed)")
+        for p in parts:
+            b = builders.setdefault(p.source, decode.ColumnBuilder(source=p.source))
+            b.add(w, p.values, point_type=ref.point_type, default_units=p.units or ref.units,
+                  where=f"{ref.name} (pushed)")
     tables = [b.table() for b in builders.values()]
     return pa.concat_tables(tables) if tables else schema.PI_VALUES.empty_table()
 
 
-class StreamSink(DeltaSink):
-    """The Delta sink, with filtered reads that survive files written by a delta-rs merge.
+class Delays:
+    """Seconds from a value's arrival to the end of the commit that took it (the job's own share of the lag)."""
 
-    Those files store strings as ``string_view``, and pyarrow (26) then fails to push an ``isin`` filter on
-    them into the scan ("no kernel matching input types (string, string_view)"), which breaks
-    :func:`~piflow.jobs.sync.existing_rows` once any row was merged. The fallback prunes files by their
-    statistics, reads them with the table's schema (casting the view types) and filters in memory.
-    """
+    def __init__(self, keep: int = 50_000) -> None:
+        self._samples: deque[float] = deque(maxlen=keep)
 
-    def read(self, name: str, columns: Sequence[str] | None = None, filter: ds.Expression | None = None
-             ) -> pa.Table:
-        try:
-            return super().read(name, columns, filter)
-        except pa.ArrowNotImplementedError:
-            if filter is None:
-                raise
-            return self._read_pruned(name, columns, filter)
+    def record(self, news: News, done: float) -> None:
+        for parts in news.values():
+            for p in parts:
+                self._samples.extend([done - p.arrived] * len(p.values))
 
-    def _read_pruned(self, name: str, columns: Sequence[str] | None, filter: ds.Expression) -> pa.Table:
-        dt = self.table(name)
-        assert dt is not None  # the plain read found it
-        try:
-            dataset = dt.to_pyarrow_dataset()
-            parts = [f.to_table(schema=dataset.schema) for f in dataset.get_fragments(filter=filter)]
-            table = pa.concat_tables(parts) if parts else dataset.schema.empty_table()
-            table = table.filter(filter)
-        except (OSError, pa.ArrowException) as exc:
-            raise SinkError(f"read of {name} failed: {exc}") from exc
-        return table.select(list(columns)) if columns else table
+    def quantile(self, q: float) -> float | None:
+        if not self._samples:
+            return None
+        ordered = sorted(self._samples)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
 
 
 @dataclass
@@ -304,9 +342,11 @@ class StreamJob:
         self.progress, self.result = progress, result
         self.stats = StreamStats()
         self.buffer = NewsBuffer()
+        self.delays = Delays()
         self.marks: dict[str, int] = {}
         self.gaps: list[_Gap] = []
-        self.pending: Counter[str] = Counter()
+        self.pending: Counter[str] = Counter()  # points with a gap read or re-read not committed yet
+        self.gapped: set[str] = set()  # points whose gap read this run has committed
         self.missing: set[str] = set()
         lookback = options.gap_lookback_s
         self.lookback_ticks = int((settings.lookback_delta.total_seconds() if lookback is None else lookback)
@@ -317,6 +357,7 @@ class StreamJob:
                                    cap_s=options.reconnect_cap_s)
         self.read_slots = asyncio.Semaphore(max(1, settings.concurrency))
         self.commit_lock = asyncio.Lock()
+        self._halt = asyncio.Event()  # set when the job winds down (background retries give up)
         self.ever_connected = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_status = time.monotonic()
@@ -333,11 +374,11 @@ class StreamJob:
     async def run(self, stop: asyncio.Event) -> None:
         await self.prepare()
         self.progress.start(None, f"stream {len(self.points)} points")
-        halt = asyncio.Event()
+        halt = self._halt
         watcher = asyncio.create_task(stop.wait())
         committer = asyncio.create_task(self._commit_loop(halt))
         feeder = asyncio.create_task(self._feed(halt))
-        self._spawn(self._status_loop(halt))
+        self._spawn(self._status_loop(halt), "status")
         failure: BaseException | None = None
         try:
             done, _ = await asyncio.wait({watcher, committer, feeder}, return_when=asyncio.FIRST_COMPLETED)
@@ -352,22 +393,23 @@ class StreamJob:
     async def _shutdown(self, watcher: asyncio.Task[bool], feeder: asyncio.Task[None],
                         committer: asyncio.Task[None]) -> None:
         """Stop the sources (sockets close), let a commit in progress finish (it runs in a thread)."""
-        for task in (watcher, feeder, *self._tasks):
+        others = [t for t in self._tasks if not t.get_name().startswith("reread")]
+        for task in (watcher, feeder, *others):
             task.cancel()
-        await asyncio.gather(watcher, feeder, *self._tasks, return_exceptions=True)
+        await asyncio.gather(watcher, feeder, *others, return_exceptions=True)
         await asyncio.gather(committer, return_exceptions=True)
 
     async def _final_commit(self, failure: BaseException | None) -> None:
         try:
-            await self.commit()
+            await self.flush()
         except Exception:
             if failure is None:
                 raise
             log.exception("the final commit failed too")
         self._status(force=True)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -447,6 +489,8 @@ class StreamJob:
     async def _connection(self, sock: _Socket, opts: ChannelOptions, halt: asyncio.Event) -> None:
         """One socket's life: open, read the gap while receiving, then receive until it ends or ``halt``."""
         refs = self._live(sock.refs)
+        if not refs:
+            return
         async with open_channel(self.client.http, [r.webid for r in refs], opts) as channel:
             self.stats.connects += 1
             self.ever_connected = True
@@ -506,7 +550,7 @@ class StreamJob:
         await self._register(self._live(list(self.points.values())), markers, halt)
         self._note(f"stream: stream updates (markers), {len(markers)} points, read every "
                    f"{self.options.updates_interval_s:g} s, commit every {self.options.commit_interval_s:g} s")
-        self._spawn(self._gap_until_read(list(self.points.values()), halt))
+        self._spawn(self._gap_until_read(list(self.points.values()), halt), "gap")
         attempt = refused = 0
         ever_read = False
         while not halt.is_set():
@@ -532,7 +576,7 @@ class StreamJob:
                 for w in lost:
                     markers.pop(w, None)
                 await self._register(refs, markers, halt)
-                self._spawn(self._gap_until_read(refs, halt))
+                self._spawn(self._gap_until_read(refs, halt), "gap")
 
     async def _register(self, refs: list[PointRef], markers: dict[str, str], halt: asyncio.Event) -> None:
         fixed = len(self.client.http.url_for("streamsets/updates")) + 1
@@ -651,41 +695,99 @@ class StreamJob:
             await _wait(halt, self.options.status_interval_s)
             self._status()
 
-    async def commit(self) -> None:
-        """Commit queued gap reads, then the pushed values (directly, or re-read where needed)."""
+    async def commit(self, *, final: bool = False) -> None:
+        """Commit queued gap reads, then the pushed values that can go in as they are.
+
+        Points whose pushed values need a re-read are held and re-read in the background; their rows go in
+        with a later commit (so one slow read never delays everyone else's values). ``final`` re-reads inline
+        and commits those rows too.
+        """
         async with self.commit_lock:
-            gaps, self.gaps = self.gaps, []
+            t0 = time.monotonic()
+            committed = self.stats.inserted + self.stats.updated
             newest: list[int] = []
-            if gaps:
-                table = dedupe_latest(pa.concat_tables([g.table for g in gaps]))
-                webids = list(dict.fromkeys(w for g in gaps for w in g.webids))
-                await self._commit_table(table, webids, min(g.since_us for g in gaps), "gap", newest)
-                for g in gaps:
-                    self._release(g.webids)
-            news = self.buffer.drain(self.pending)
+            gaps = await self._commit_gaps(newest)
+            news = self.buffer.drain(self._held())
             if news:
                 direct, ranges = classify_news(news_table(news, self.points), self.marks)
-                reread = await self._reread(ranges) if ranges else None
+                if ranges:
+                    self.pending.update(list(ranges))  # hold these points until their re-read is committed
+                    if final:
+                        await self._reread(dict(ranges), None)
+                    else:
+                        self._spawn(self._reread(dict(ranges), self._halt), "reread")
                 if direct.num_rows:
                     since = int(pc.cast(pc.min(direct.column("timestamp")), pa.int64()).as_py())
                     webids = list(dict.fromkeys(direct.column("webid").to_pylist()))
                     await self._commit_table(direct, webids, since, "pushed", newest)
-                if reread is not None:
-                    since = min(lo for lo, _ in ranges.values())
-                    await self._commit_table(reread, list(ranges), since, "reread", newest)
-            if newest:
-                self.stats.last_lag_s = time.time() + self.clock_offset - max(newest) / 1e6
-            self.stats.waiting = self.buffer.size
-            if self.options.on_status is not None:
-                self.options.on_status(self.stats)
+                self.delays.record({w: v for w, v in news.items() if w not in ranges}, time.monotonic())
+            if final:
+                gaps += await self._commit_gaps(newest)
+            self._after_commit(newest)
+            log.debug("commit: %d gap reads, %d points with pushed values, %d values written in %.3f s",
+                      gaps, len(news), self.stats.inserted + self.stats.updated - committed, time.monotonic() - t0)
 
-    async def _reread(self, ranges: Mapping[str, tuple[int, int]]) -> pa.Table:
-        """The server's rows over each point's affected range (seq as ``recorded`` numbers them)."""
+    def _held(self) -> set[str]:
+        """Points whose pushed values must wait: a read of theirs is in flight, or no gap read of theirs was
+        committed yet in this run (until then the table may hold rows past the watermark, from a run that
+        died between its commit and its watermark update)."""
+        return {w for w in self.buffer.points() if self.pending.get(w) or w not in self.gapped}
+
+    async def flush(self) -> None:
+        """Wait for background re-reads, then commit everything that is buffered or queued."""
+        rereads = [t for t in self._tasks if t.get_name().startswith("reread")]
+        if rereads:
+            await asyncio.wait(rereads, timeout=_FLUSH_TIMEOUT_S)
+        await self.commit(final=True)
+
+    async def _commit_gaps(self, newest: list[int]) -> int:
+        gaps, self.gaps = self.gaps, []
+        if gaps:
+            table = dedupe_latest(pa.concat_tables([g.table for g in gaps]))
+            webids = list(dict.fromkeys(w for g in gaps for w in g.webids))
+            await self._commit_table(table, webids, min(g.since_us for g in gaps), "recorded", newest)
+            for g in gaps:
+                self._release(g.webids)
+                self.gapped.update(g.webids)
+        return len(gaps)
+
+    def _after_commit(self, newest: list[int]) -> None:
+        if newest:
+            self.stats.last_lag_s = time.time() + self.clock_offset - max(newest) / 1e6
+        self.stats.waiting = self.buffer.size
+        self.stats.commit_delay_p50_s = self.delays.quantile(0.5)
+        self.stats.commit_delay_p99_s = self.delays.quantile(0.99)
+        if self.options.on_status is not None:
+            self.options.on_status(self.stats)
+
+    async def _reread(self, ranges: dict[str, tuple[int, int]], halt: asyncio.Event | None) -> None:
+        """Queue the server's rows over each point's affected range (seq as ``recorded`` numbers them).
+
+        The points are already held (``pending``); they are released when the rows are committed, or here
+        if the read is given up (``halt`` set while retrying): their pushed values are then not committed
+        by this run, and a restart reads the gap back from the watermark.
+        """
         self.stats.reread_points += len(ranges)
         refs = [self.points[w] for w in ranges]
         starts = {w: lo * TICKS_PER_US for w, (lo, _) in ranges.items()}
         ends = {w: hi * TICKS_PER_US + TICKS_PER_US - 1 for w, (_, hi) in ranges.items()}
-        return await self._read_groups(refs, starts, ends)
+        queued = False
+        attempt = 0
+        try:
+            while not queued:
+                try:
+                    table = await self._read_groups(refs, starts, ends)
+                    self.gaps.append(_Gap(list(ranges), min(lo for lo, _ in ranges.values()), table))
+                    queued = True
+                except TransientError as exc:
+                    attempt += 1
+                    if halt is None or halt.is_set():
+                        raise
+                    log.warning("re-read of %d points failed: %s (attempt %d)", len(refs), exc, attempt)
+                    await _wait(halt, self.backoff.delay(attempt))
+        finally:
+            if not queued:
+                self._release(list(ranges))
 
     async def _commit_table(self, table: pa.Table, webids: list[str], since_us: int, what: str,
                             newest: list[int]) -> None:
@@ -749,28 +851,15 @@ def _signals(stop: asyncio.Event | None) -> Iterator[asyncio.Event]:
             loop.remove_signal_handler(sig)
 
 
-async def _points(settings: PiflowSettings, sink: DeltaSink, progress: Progress) -> list[PointRef]:
-    points = selected_points(sink, settings.points)
-    if not points:
-        from piflow.jobs.discover import run_discover
-
-        progress.note("pi_points is empty for this filter: discovering points first")
-        await run_discover(settings, progress)
-        points = selected_points(sink, settings.points)
-    if not points:
-        raise ConfigError("points", f"no PI point matches {settings.points!r}")
-    return points
-
-
 async def run_stream(settings: PiflowSettings, progress: Progress | None = None,
                      options: StreamOptions | None = None, stop: asyncio.Event | None = None) -> RunResult:
     """Stream until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is None), then commit and return."""
     progress = progress or NullProgress()
     options = options or StreamOptions()
-    sink = StreamSink(settings.target)
+    sink = DeltaSink(settings.target)
     result = RunResult(job="stream")
     with RunRecorder(sink, result):
-        points = await _points(settings, sink, progress)
+        points = await points_to_read(settings, sink, progress)
         result.points = len(points)
         async with open_client(settings) as client:
             job = StreamJob(settings, options, sink, client, points, progress, result)
@@ -791,4 +880,9 @@ def _summary(stats: StreamStats) -> str:
     return (f"mode {stats.mode or '-'} (tried {tried}); {stats.connects} connects, {stats.reconnects} reconnects, "
             f"{stats.dead_sockets} dead sockets; {stats.pushed_values} values pushed, {stats.gap_values} read back "
             f"in {stats.gap_reads} gap reads, {stats.reread_points} point ranges re-read; "
-            f"{stats.inserted} inserted, {stats.updated} updated in {stats.commits} commits")
+            f"{stats.inserted} inserted, {stats.updated} updated in {stats.commits} commits; "
+            f"arrival to commit p50 {_seconds(stats.commit_delay_p50_s)}, p99 {_seconds(stats.commit_delay_p99_s)}")
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
