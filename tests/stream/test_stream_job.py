@@ -26,7 +26,7 @@ from piflow.emulator.server import EmulatorServer
 from piflow.emulator.truth import recorded_truth
 from piflow.jobs.common import RunResult, open_client, selected_points
 from piflow.jobs.discover import run_discover
-from piflow.jobs.stream import StreamJob, StreamOptions, StreamSink, run_stream
+from piflow.jobs.stream import StreamJob, StreamOptions, run_stream
 from piflow.pitime import parse_iso_ticks, to_ticks
 from piflow.sinks.delta import DeltaSink
 
@@ -141,7 +141,7 @@ async def test_pushes_out_of_order_and_split_across_messages(server_for: MakeSer
     srv = server_for(late_share=0.2, edit_share=0.2)
     settings = settings_for(srv.url, tmp_path)
     await run_discover(settings)
-    sink = StreamSink(str(tmp_path))
+    sink = DeltaSink(str(tmp_path))
     refs = selected_points(sink, settings.points)
     streams = [resolve_stream(srv.state, r.webid) for r in refs]
     async with open_client(settings) as client:
@@ -214,7 +214,7 @@ async def test_pushes_wait_for_the_first_gap_after_a_crash_left_rows_past_the_wa
     srv = server_for()
     settings = settings_for(srv.url, tmp_path)
     await run_discover(settings)
-    sink = StreamSink(str(tmp_path))
+    sink = DeltaSink(str(tmp_path))
     refs = selected_points(sink, settings.points)
     async with open_client(settings) as client:
         first = StreamJob(settings, StreamOptions(), sink, client, refs, RecordingProgress(), RunResult(job="stream"))
