@@ -175,14 +175,25 @@ class ColumnBuilder:
             self._general(vals, point_type)
 
     def _numbers_and_states(self, vals: list[Any]) -> None:
-        states = [type(x) is PiState for x in vals]
-        self.dbl.extend([None if s else x for x, s in zip(vals, states, strict=True)])
-        self.txt.extend([None] * len(vals))
-        self.kind.extend([(_SYSTEM if x.IsSystem else _DIGITAL) if s else _NUMBER
-                          for x, s in zip(vals, states, strict=True)])
-        self.code.extend([x.Value if s else None for x, s in zip(vals, states, strict=True)])
-        self.sname.extend([x.Name if s else None for x, s in zip(vals, states, strict=True)])
-        self.system.extend([bool(x.IsSystem) if s else False for x, s in zip(vals, states, strict=True)])
+        """A numeric stream with a few digital/system states: copy the numbers, then patch the states in."""
+        n = len(vals)
+        states = [i for i, x in enumerate(vals) if type(x) is PiState]
+        dbl: list[float | None] = list(vals)
+        kind = [_NUMBER] * n
+        code: list[int | None] = [None] * n
+        name: list[str | None] = [None] * n
+        system = [False] * n
+        for i in states:
+            x = vals[i]
+            dbl[i] = None
+            kind[i] = _SYSTEM if x.IsSystem else _DIGITAL
+            code[i], name[i], system[i] = x.Value, x.Name, bool(x.IsSystem)
+        self.dbl.extend(dbl)
+        self.txt.extend([None] * n)
+        self.kind.extend(kind)
+        self.code.extend(code)
+        self.sname.extend(name)
+        self.system.extend(system)
 
     def _general(self, vals: list[Any], point_type: str | None) -> None:
         numeric = point_type in NUMERIC_POINT_TYPES
@@ -248,7 +259,9 @@ class ColumnBuilder:
             schema=schema.PI_VALUES,
         )
         if before_ns is not None:
-            table = table.filter(pc.less(ts_ns.cast(pa.int64()), before_ns))
+            keep = pc.less(ts_ns.cast(pa.int64()), before_ns)
+            if not pc.all(keep).as_py():  # usually nothing is at the window's end: skip the copy
+                table = table.filter(keep)
         if table.num_rows:
             seq = seq_numbers(table.column("webid"), table.column("timestamp"))
             table = table.set_column(2, schema.PI_VALUES.field("seq"), seq)
