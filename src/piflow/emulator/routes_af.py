@@ -218,7 +218,7 @@ def filter_attributes(items: list[AttributeInfo], name: str | None, category: st
 
 # ---- servers and databases -----------------------------------------------------------------------------
 @router.get("/assetservers")
-def asset_servers(request: Request) -> Response:
+async def asset_servers(request: Request) -> Response:
     af, base, args = _af(request), _base(request), _args(request)
     path = args.get("path")
     if path is not None:
@@ -229,7 +229,7 @@ def asset_servers(request: Request) -> Response:
 
 
 @router.get("/assetservers/{web_id}")
-def asset_server(web_id: str, request: Request) -> Response:
+async def asset_server(web_id: str, request: Request) -> Response:
     af = _af(request)
     if af.server_by_webid(web_id) is None:
         raise _not_found("asset server", web_id)
@@ -237,7 +237,7 @@ def asset_server(web_id: str, request: Request) -> Response:
 
 
 @router.get("/assetservers/{web_id}/assetdatabases")
-def asset_databases(web_id: str, request: Request) -> Response:
+async def asset_databases(web_id: str, request: Request) -> Response:
     af = _af(request)
     if af.server_by_webid(web_id) is None:
         raise _not_found("asset server", web_id)
@@ -245,7 +245,7 @@ def asset_databases(web_id: str, request: Request) -> Response:
 
 
 @router.get("/assetdatabases")
-def asset_database_by_path(request: Request) -> Response:
+async def asset_database_by_path(request: Request) -> Response:
     af = _af(request)
     path = _args(request).get("path")
     if not path:
@@ -264,12 +264,12 @@ def _database(request: Request, web_id: str) -> DatabaseInfo:
 
 
 @router.get("/assetdatabases/{web_id}")
-def asset_database(web_id: str, request: Request) -> Response:
+async def asset_database(web_id: str, request: Request) -> Response:
     return _reply(request, database_json(_database(request, web_id), _af(request).server, _base(request)))
 
 
 @router.get("/assetdatabases/{web_id}/elementtemplates")
-def element_templates(web_id: str, request: Request) -> Response:
+async def element_templates(web_id: str, request: Request) -> Response:
     _database(request, web_id)
     items = _af(request).templates(web_id) or []
     return _list(request, [template_json(t, _base(request)) for t in _paged(request, items)])
@@ -287,13 +287,13 @@ def _element_list(request: Request, parent_webid: str) -> Response:
 
 
 @router.get("/assetdatabases/{web_id}/elements")
-def database_elements(web_id: str, request: Request) -> Response:
+async def database_elements(web_id: str, request: Request) -> Response:
     _database(request, web_id)
     return _element_list(request, web_id)
 
 
 @router.get("/elements/search")
-def search_elements(request: Request) -> Response:
+async def search_elements(request: Request) -> Response:
     args = _args(request)
     db_webid = args.get("databaseWebId")
     if not db_webid:
@@ -309,7 +309,7 @@ def search_elements(request: Request) -> Response:
 
 
 @router.get("/elements")
-def element_by_path(request: Request) -> Response:
+async def element_by_path(request: Request) -> Response:
     path = _args(request).get("path")
     if not path:
         raise pi_error(400, "The 'path' parameter is required.")
@@ -327,12 +327,12 @@ def _element(request: Request, web_id: str) -> ElementInfo:
 
 
 @router.get("/elements/{web_id}")
-def element(web_id: str, request: Request) -> Response:
+async def element(web_id: str, request: Request) -> Response:
     return _reply(request, element_json(_element(request, web_id), _base(request)))
 
 
 @router.get("/elements/{web_id}/elements")
-def element_children(web_id: str, request: Request) -> Response:
+async def element_children(web_id: str, request: Request) -> Response:
     _element(request, web_id)
     return _element_list(request, web_id)
 
@@ -347,7 +347,7 @@ def _attribute_list(request: Request, items: list[AttributeInfo] | None, key: st
 
 
 @router.get("/elements/{web_id}/attributes")
-def element_attributes(web_id: str, request: Request) -> Response:
+async def element_attributes(web_id: str, request: Request) -> Response:
     _element(request, web_id)
     full = _args(request).flag("searchFullHierarchy", False)
     return _attribute_list(request, _af(request).attributes(web_id, full_hierarchy=full), web_id)
@@ -355,7 +355,7 @@ def element_attributes(web_id: str, request: Request) -> Response:
 
 # ---- attributes ----------------------------------------------------------------------------------------
 @router.get("/attributes")
-def attribute_by_path(request: Request) -> Response:
+async def attribute_by_path(request: Request) -> Response:
     path = _args(request).get("path")
     if not path:
         raise pi_error(400, "The 'path' parameter is required.")
@@ -366,7 +366,7 @@ def attribute_by_path(request: Request) -> Response:
 
 
 @router.get("/attributes/{web_id}")
-def attribute(web_id: str, request: Request) -> Response:
+async def attribute(web_id: str, request: Request) -> Response:
     a = _af(request).attribute(web_id)
     if a is None:
         raise _not_found("attribute", web_id)
@@ -374,14 +374,14 @@ def attribute(web_id: str, request: Request) -> Response:
 
 
 @router.get("/attributes/{web_id}/attributes")
-def attribute_children(web_id: str, request: Request) -> Response:
+async def attribute_children(web_id: str, request: Request) -> Response:
     full = _args(request).flag("searchFullHierarchy", False)
     return _attribute_list(request, _af(request).child_attributes(web_id, full_hierarchy=full), web_id)
 
 
 # ---- templates -----------------------------------------------------------------------------------------
 @router.get("/elementtemplates/{web_id}")
-def element_template(web_id: str, request: Request) -> Response:
+async def element_template(web_id: str, request: Request) -> Response:
     t = _af(request).template(web_id)
     if t is None:
         raise _not_found("element template", web_id)
@@ -389,7 +389,7 @@ def element_template(web_id: str, request: Request) -> Response:
 
 
 @router.get("/elementtemplates/{web_id}/attributetemplates")
-def template_attributes(web_id: str, request: Request) -> Response:
+async def template_attributes(web_id: str, request: Request) -> Response:
     items = _af(request).attribute_templates(web_id, full_hierarchy=_args(request).flag("showDescendants", False))
     if items is None:
         raise _not_found("element template", web_id)
@@ -398,7 +398,7 @@ def template_attributes(web_id: str, request: Request) -> Response:
 
 
 @router.get("/attributetemplates/{web_id}")
-def attribute_template(web_id: str, request: Request) -> Response:
+async def attribute_template(web_id: str, request: Request) -> Response:
     at = _af(request).attribute_template(web_id)
     if at is None:
         raise _not_found("attribute template", web_id)
@@ -406,7 +406,7 @@ def attribute_template(web_id: str, request: Request) -> Response:
 
 
 @router.get("/attributetemplates/{web_id}/attributetemplates")
-def attribute_template_children(web_id: str, request: Request) -> Response:
+async def attribute_template_children(web_id: str, request: Request) -> Response:
     af = _af(request)
     at = af.attribute_template(web_id)
     if at is None:
@@ -466,7 +466,7 @@ def _frames_json(request: Request, frames: list[FrameInfo]) -> list[dict[str, An
 
 
 @router.get("/assetdatabases/{web_id}/eventframes")
-def database_event_frames(web_id: str, request: Request) -> Response:
+async def database_event_frames(web_id: str, request: Request) -> Response:
     d = _database(request, web_id)
     if d.name != PLANT:
         frame_query(_args(request), _state(request).clock.now_ticks(), 1000, None)  # still validate
@@ -475,7 +475,7 @@ def database_event_frames(web_id: str, request: Request) -> Response:
 
 
 @router.get("/elements/{web_id}/eventframes")
-def element_event_frames(web_id: str, request: Request) -> Response:
+async def element_event_frames(web_id: str, request: Request) -> Response:
     _element(request, web_id)
     e = _af(request).equipment_of(web_id)
     return _frames(request, -1 if e is None else e)
@@ -489,7 +489,7 @@ def _frame(request: Request, web_id: str) -> FrameInfo:
 
 
 @router.get("/eventframes")
-def event_frame_by_path(request: Request) -> Response:
+async def event_frame_by_path(request: Request) -> Response:
     path = _args(request).get("path")
     if not path:
         raise pi_error(400, "The 'path' parameter is required.")
@@ -500,12 +500,12 @@ def event_frame_by_path(request: Request) -> Response:
 
 
 @router.get("/eventframes/{web_id}")
-def event_frame(web_id: str, request: Request) -> Response:
+async def event_frame(web_id: str, request: Request) -> Response:
     return _reply(request, _frames_json(request, [_frame(request, web_id)])[0])
 
 
 @router.get("/eventframes/{web_id}/attributes")
-def event_frame_attributes(web_id: str, request: Request) -> Response:
+async def event_frame_attributes(web_id: str, request: Request) -> Response:
     """A frame's attributes, each with its value inline under ``Value`` (values are static per frame)."""
     f = _frame(request, web_id)
     items = _state(request).eventframes.attributes(web_id) or []
@@ -520,7 +520,7 @@ def event_frame_attributes(web_id: str, request: Request) -> Response:
 
 
 @router.get("/eventframes/{web_id}/referencedelements")
-def event_frame_elements(web_id: str, request: Request) -> Response:
+async def event_frame_elements(web_id: str, request: Request) -> Response:
     f = _frame(request, web_id)
     af, base = _af(request), _base(request)
     found = [af.element(w) for w in f.ref_element_webids]
