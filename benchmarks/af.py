@@ -19,8 +19,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+
+from _support import free_port, serving
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 _ENV = "PIFLOW_BENCH_EMULATOR"
@@ -50,38 +50,17 @@ def serve(port: int, workers: int) -> None:
                 access_log=False, lifespan="off", app_dir=str(Path(__file__).parent))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def emulator(workers: int, **settings: Any) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, _ENV: json.dumps({"now": NOW.isoformat(), "frozen": True, "seed": 7, **settings})}
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--workers", str(workers)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/piwebapi"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx2.get(f"{url}/system/status", timeout=1).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"emulator did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
-            time.sleep(0.1)
+    cmd = [sys.executable, __file__, "--serve", str(port), "--workers", str(workers)]
+    with serving(cmd, port, timeout_s=120, env=env) as url:
         # Each worker builds its AF tree on first use: do that before anything is measured (separate
         # connections land on different workers).
         for _ in range(4 * workers):
             httpx2.get(f"{url}/elements", params={"path": "\\\\PIEMU-AF\\Plant\\Enterprise"}, timeout=300)
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 def timed(coro: Any) -> tuple[Any, float]:

@@ -17,11 +17,11 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,37 +29,16 @@ from typing import Any
 
 import httpx2
 
+from _support import emulator_cmd, free_port, serving
+
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
-def emulator(points: int, *extra: str):  # type: ignore[no-untyped-def]
+def emulator(points: int, *extra: str) -> Iterator[str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "piflow", "emulator", "--port", str(port), "--points", str(points), "--seed", "7",
-           "--now", NOW.isoformat().replace("+00:00", "Z"), "--frozen", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/piwebapi"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx2.get(f"{url}/system/status", timeout=1).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"emulator did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
-            time.sleep(0.05)
+    with serving(emulator_cmd(port, points, "--frozen", *extra), port) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def job(kind: str, url: str, target: str, **kw: Any) -> dict[str, Any]:

@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ import httpx2
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from _support import emulator_cmd, free_port, serving
 from piflow.emulator.model import Model, ModelConfig
 from piflow.pitime import TICKS_PER_SECOND, TICKS_PER_US, parse_iso_ticks
 
@@ -58,34 +58,11 @@ print(json.dumps({"message": result.message, "details": result.details}, default
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def emulator(points: int) -> Iterator[str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "piflow", "emulator", "--port", str(port), "--points", str(points), "--seed",
-           str(SEED), "--now", "2026-01-01T00:00:00Z"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/piwebapi"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx2.get(f"{url}/system/status", timeout=1).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"emulator did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
-            time.sleep(0.05)
+    with serving(emulator_cmd(port, points, seed=SEED), port) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def clock_offset(url: str) -> float:

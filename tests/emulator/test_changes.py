@@ -151,3 +151,25 @@ def test_edit_and_late_sibling_in_one_interval(late_one: int) -> None:
     ch = diff(before, after)
     got = {int(ch.events.variant[k]): action for k, action in enumerate(ch.actions)}
     assert got == {int(a.variant[i]): "Add", int(b.variant[j]): "Update"}
+
+
+def test_batched_changes_equal_one_point_at_a_time() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from piflow.emulator.changes import changes_between, changes_between_many
+    from piflow.emulator.model import Model, ModelConfig
+    from piflow.pitime import to_ticks
+
+    model = Model(ModelConfig(points=300, seed=21))
+    points = [model.point(0, i) for i in range(300)]
+    t0 = to_ticks(datetime(2026, 1, 1, tzinfo=UTC))
+    t1 = t0 + to_ticks(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(minutes=20))
+    batched = changes_between_many(model, points, t0, t1)
+    total = 0
+    for p, got in zip(points, batched, strict=True):
+        alone = changes_between(model, p, t0, t1)
+        assert got.actions == alone.actions
+        assert got.events.ticks.tolist() == alone.events.ticks.tolist()
+        assert got.events.variant.tolist() == alone.events.variant.tolist()
+        total += len(got)
+    assert total > 100  # twenty minutes of a running clock brings new values, late ones and edits

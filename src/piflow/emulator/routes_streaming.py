@@ -28,7 +28,7 @@ from fastapi.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
 from piflow import webid as webids
-from piflow.emulator.changes import Changes, changes_between
+from piflow.emulator.changes import Changes, changes_between, changes_between_many
 from piflow.emulator.model import K_NUMBER, K_STRING, K_SYSTEM, K_TIMESTAMP, Events, PointSpec
 from piflow.emulator.responses import error_response, json_response, pi_error
 from piflow.emulator.state import EmulatorState
@@ -169,8 +169,7 @@ def current_value(state: EmulatorState, p: PointSpec, now: int) -> Events:
 def changed_items(state: EmulatorState, streams: Sequence[Stream], t0: int, t1: int) -> list[dict[str, Any]]:
     """One message item per stream with new or edited events between virtual times t0 and t1."""
     items = []
-    for s in streams:
-        ch = changes_between(state.model, s.point, t0, t1)
+    for s, ch in zip(streams, changes_between_many(state.model, [s.point for s in streams], t0, t1), strict=True):
         if len(ch):
             items.append(stream_item(s, value_dicts(ch.events, s.units)))
     return items

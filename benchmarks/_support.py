@@ -1,0 +1,54 @@
+"""What every benchmark needs: a free loopback port and an emulator process that is answering."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import httpx2
+
+NOW_ISO = "2026-01-01T00:00:00Z"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def emulator_cmd(port: int, points: int, *extra: str, seed: int = 7) -> list[str]:
+    """``python -m piflow emulator`` on ``port`` (the CLI a user would run)."""
+    return [sys.executable, "-m", "piflow", "emulator", "--port", str(port), "--points", str(points), "--seed",
+            str(seed), "--now", NOW_ISO, *extra]
+
+
+@contextmanager
+def serving(cmd: Sequence[str], port: int, *, timeout_s: float = 60.0, env: dict[str, str] | None = None
+            ) -> Iterator[str]:
+    """Start a server process, wait until its ``system/status`` answers, yield its base URL, then stop it."""
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    url = f"http://127.0.0.1:{port}/piwebapi"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx2.get(f"{url}/system/status", timeout=1).status_code == 200:
+                    break
+            except httpx2.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                err = proc.stderr.read().decode() if proc.stderr and proc.poll() is not None else ""
+                raise RuntimeError(f"emulator did not start: {err}")
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
