@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,17 +26,14 @@ from dataclasses import dataclass
 import httpx2
 import psutil
 
+from _support import free_port
+
 NOW = "2026-01-01T00:00:00Z"
 GOAL_VALUES_PER_S = 1_000_000
 GOAL_STARTUP_S = 2.0
 FIELDS = "Items.WebId;Items.Items.Timestamp;Items.Items.Value"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

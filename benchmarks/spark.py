@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,14 +30,12 @@ from typing import Any
 
 import httpx2
 
+from _support import free_port
+
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = {"start": (NOW - timedelta(days=1)).isoformat(), "end": NOW.isoformat()}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
