@@ -345,13 +345,13 @@ class Model:
             return []
         intervals = np.array([p.interval_ticks for p in points], dtype=np.int64)
         if end_ticks < start_ticks:
-            return [self._empty(p) for p in points]
+            return [empty_events(p) for p in points]
         firsts = np.maximum(0, (start_ticks - cfg.origin_ticks) // intervals)
         lasts = (end_ticks - cfg.origin_ticks) // intervals
         counts = np.maximum(0, lasts - firsts + 1)
         total = int(counts.sum())
         if total == 0:
-            return [self._empty(p) for p in points]
+            return [empty_events(p) for p in points]
         owner = np.repeat(np.arange(n_points), counts)
         offsets = np.cumsum(counts) - counts
         k = (np.arange(total) - offsets[owner] + firsts[owner]).astype(np.uint64)
@@ -431,8 +431,10 @@ class Model:
             for p, a, b in zip(points, bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
         ]
 
-    def _empty(self, p: PointSpec) -> Events:
-        e64 = np.zeros(0, dtype=np.int64)
-        eb = np.zeros(0, dtype=np.bool_)
-        return Events(p, e64, np.zeros(0, dtype=np.int8), np.zeros(0, dtype=np.float64),
-                      np.zeros(0, dtype=np.int32), eb, eb, eb, eb, np.zeros(0, dtype=np.uint64))
+
+def empty_events(p: PointSpec) -> Events:
+    """No events of ``p`` (the arrays typed as :meth:`Model.events` returns them)."""
+    e64 = np.zeros(0, dtype=np.int64)
+    eb = np.zeros(0, dtype=np.bool_)
+    return Events(p, e64, np.zeros(0, dtype=np.int8), np.zeros(0, dtype=np.float64),
+                  np.zeros(0, dtype=np.int32), eb, eb, eb, eb, np.zeros(0, dtype=np.uint64))

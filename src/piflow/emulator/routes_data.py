@@ -35,6 +35,7 @@ from piflow.emulator.model import (
     Model,
     PointSpec,
     _mix,
+    empty_events,
 )
 from piflow.emulator.query import (
     QueryArgs,
@@ -70,12 +71,6 @@ I64 = npt.NDArray[np.int64]
 # ---- events over windows ---------------------------------------------------------------------------------
 
 _EVENT_FIELDS = ("ticks", "kind", "number", "code", "good", "questionable", "substituted", "annotated", "variant")
-
-
-def empty_events(p: PointSpec) -> Events:
-    b = np.zeros(0, dtype=np.bool_)
-    return Events(p, np.zeros(0, np.int64), np.zeros(0, np.int8), np.zeros(0, np.float64), np.zeros(0, np.int32),
-                  b, b, b, b, np.zeros(0, np.uint64))
 
 
 def _concat_events(p: PointSpec, parts: Sequence[Events]) -> Events:
