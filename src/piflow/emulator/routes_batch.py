@@ -14,7 +14,7 @@ Faithful details: a child of a failed parent (status >= 400) gets 409; a JSONPat
 with Status 200 when every fanned-out request succeeded and 207 otherwise. With several parameters in a
 template, lists of equal length are zipped and single values broadcast.
 
-Sub-requests go through the whole app in-process (so authentication applies, with the caller's
+Sub-requests go through the whole app in-process (``asgi_call``) (so authentication applies, with the caller's
 ``Authorization`` forwarded) and carry ``X-Emulator-Batch-Child: 1`` so that fault injection treats the
 batch as one request.
 """
@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import httpx2
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from piflow.emulator import asgi_call
 from piflow.emulator.responses import json_response, pi_error
 
 router = APIRouter()
@@ -290,13 +290,13 @@ def _canonical(name: str) -> str:
     return "-".join(p.capitalize() for p in name.split("-"))
 
 
-def _decode(resp: httpx2.Response) -> Any:
-    if not resp.content:
+def _decode(body: bytes) -> Any:
+    if not body:
         return ""
     try:
-        return orjson.loads(resp.content)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
-        return resp.text
+        return body.decode("utf-8", errors="replace")
 
 
 @router.post("/batch")
@@ -308,16 +308,12 @@ async def batch(request: Request) -> Response:
     if not isinstance(body, dict):
         raise pi_error(400, "The batch request body must be a JSON object keyed by request id.")
     forwarded = {k: v for k, v in request.headers.items() if k.lower() in _FORWARDED}
-    transport = httpx2.ASGITransport(app=request.app, raise_app_exceptions=False)
-    async with httpx2.AsyncClient(transport=transport, base_url=str(request.base_url), timeout=None) as client:
+    app, outer = request.app, request.scope
 
-        async def send(method: str, target: str, headers: dict[str, str], content: bytes | None) -> SubResponse:
-            try:
-                resp = await client.request(method, target, headers=headers, content=content)
-            except httpx2.HTTPError as exc:
-                return SubResponse(502, {}, {"Errors": [f"The request could not be completed: {exc}"]})
-            kept = {_canonical(k): v for k, v in resp.headers.items() if k.lower() != "content-length"}
-            return SubResponse(resp.status_code, kept, _decode(resp))
+    async def send(method: str, target: str, headers: dict[str, str], content: bytes | None) -> SubResponse:
+        reply = await asgi_call.call(app, asgi_call.request_scope(outer, method, target, headers, content), content)
+        kept = {_canonical(k): v for k, v in reply.headers if k.lower() != "content-length"}
+        return SubResponse(reply.status, kept, _decode(reply.body))
 
-        results = await run_batch(body, send, base_headers=forwarded)
+    results = await run_batch(body, send, base_headers=forwarded)
     return json_response(results, 207)
