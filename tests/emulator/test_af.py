@@ -238,10 +238,12 @@ def test_resolve_attribute_interface(client: TestClient) -> None:
     # A point deleted at run time leaves a dangling reference.
     flow = refs[0]
     assert flow.point is not None
+    assert "Point" in get(client, f"/attributes/{flow.webid}")["Links"]  # served (and kept) before the delete
     state_of(client.app).deleted_points.add((0, flow.point.index))  # type: ignore[arg-type]
     dangling = af.resolve_attribute(flow.webid)
     assert dangling is not None
     assert dangling.point is None
+    assert "Point" not in get(client, f"/attributes/{flow.webid}")["Links"]
 
 
 def test_about_one_in_200_equipment_references_a_missing_point() -> None:

@@ -330,6 +330,14 @@ class AfModel:
         self._defs: dict[str, tuple[AttrDef, ...]] = {}
         self._points: dict[str, PointSpec | None] = {}
         self._templates: dict[str, list[tuple[TemplateInfo, tuple[AttrDef, ...]]]] = {}
+        # Served records are derived once and kept until the model changes (``_changed`` bumps ``_gen``):
+        # the AF benchmark reads every element and attribute once per page and each static value by WebID.
+        self._gen = 0
+        self._element_infos: dict[_Node, ElementInfo] = {}
+        self._attr_infos: dict[_Node, tuple[int, list[tuple[AttrDef, AttributeInfo]]]] = {}
+        self._guid_defs: dict[_Node, dict[uuid.UUID, AttrDef]] = {}  # never stale: GUIDs and defs are fixed
+        self._template_webids: dict[tuple[str, str], str] = {}  # templates never change either
+        self._template_name_sets: dict[str, frozenset[str]] = {}
 
     # ---- building ---------------------------------------------------------------------------------------
     def _ensure(self) -> None:
@@ -538,12 +546,21 @@ class AfModel:
         return webids.full_object("Em", n.guid, path or self._path(n), owner=n.db.guid)
 
     def _info(self, n: _Node) -> ElementInfo:
+        info = self._element_infos.get(n)
+        if info is None:
+            gen = self._gen
+            info = self._make_info(n)
+            if gen == self._gen:  # not computed across a change
+                self._element_infos[n] = info
+        return info
+
+    def _make_info(self, n: _Node) -> ElementInfo:
         path = self._path(n)
         known = n.template is not None and n.template.upper() in self._template_names(n.db)
         return ElementInfo(
             webid=self._webid(n, path), id=str(n.guid), name=n.name, description=n.description, path=path,
             template_name=n.template or "", has_children=bool(n.children), category_names=n.categories,
-            parent_webid=self._webid(n.parent) if n.parent else None, database_webid=n.db.webid,
+            parent_webid=self._info(n.parent).webid if n.parent else None, database_webid=n.db.webid,
             template_webid=self._template_webid(n.db, n.template) if known and n.template else None,
         )
 
@@ -618,15 +635,30 @@ class AfModel:
             return None
         return p
 
+    def _all_attr_infos(self, n: _Node) -> list[tuple[AttrDef, AttributeInfo]]:
+        """Every attribute of a node with its definition (cached; point links depend on deleted points)."""
+        deleted = len(self.state.deleted_points)
+        cached = self._attr_infos.get(n)
+        if cached is not None and cached[0] == deleted:
+            return cached[1]
+        gen = self._gen
+        info = self._info(n)
+        infos = [(d, self._attr_info(n, d, info.webid, info.path)) for d in self._node_defs(n)]
+        if gen == self._gen:
+            self._attr_infos[n] = (deleted, infos)
+        return infos
+
+    def _attr_of(self, n: _Node, d: AttrDef) -> AttributeInfo:
+        return next(a for dd, a in self._all_attr_infos(n) if dd is d)
+
     def _node_attrs(self, n: _Node, *, parent_rel: str | None = None, full: bool = False) -> list[AttributeInfo]:
         """Direct children of ``parent_rel`` (None: the element), or all of its descendants with ``full``."""
-        info = self._info(n)
         p = (parent_rel or "").upper()
         out = []
-        for d in self._node_defs(n):
+        for d, a in self._all_attr_infos(n):
             dp = (d.parent_rel or "").upper()
             if dp == p or (full and (p == "" or dp.startswith(p + "|"))):
-                out.append(self._attr_info(n, d, info.webid, info.path))
+                out.append(a)
         return out
 
     def attributes(self, element_webid: str, *, full_hierarchy: bool = False) -> list[AttributeInfo] | None:
@@ -648,7 +680,10 @@ class AfModel:
             n = self._alive(self._by_prefix.get(parsed.guid.bytes[:8]))
             if n is None:
                 return None
-            d = next((d for d in self._node_defs(n) if child_guid(self.seed, n.guid, d.rel) == parsed.guid), None)
+            index = self._guid_defs.get(n)
+            if index is None:
+                index = self._guid_defs[n] = {child_guid(self.seed, n.guid, d.rel): d for d in self._node_defs(n)}
+            d = index.get(parsed.guid)
             return (n, d) if d else None
         return self._find_attr_path(parsed.path or "")
 
@@ -665,16 +700,14 @@ class AfModel:
         if found is None:
             return self.state.eventframes.attribute(webid)
         n, d = found
-        info = self._info(n)
-        return self._attr_info(n, d, info.webid, info.path)
+        return self._attr_of(n, d)
 
     def attribute_by_path(self, path: str) -> AttributeInfo | None:
         found = self._find_attr_path(path.lstrip("\\"))
         if found is None:
             return self.state.eventframes.attribute_by_path(path)
         n, d = found
-        info = self._info(n)
-        return self._attr_info(n, d, info.webid, info.path)
+        return self._attr_of(n, d)
 
     def child_attributes(self, attribute_webid: str, *, full_hierarchy: bool = False) -> list[AttributeInfo] | None:
         found = self._find_attr(attribute_webid)
@@ -698,25 +731,27 @@ class AfModel:
         if found is None:
             return self.state.eventframes.resolve_attribute(webid)
         n, d = found
-        info = self._info(n)
-        return self._ref(self._attr_info(n, d, info.webid, info.path), d)
+        return self._ref(self._attr_of(n, d), d)
 
     def element_attributes(self, element_webid: str, *, full_hierarchy: bool = False) -> list[AttributeRef] | None:
         """Top-level attributes of an element (all with ``full_hierarchy``) or of an event frame."""
         n = self._node(element_webid)
         if n is None:
             return self.state.eventframes.attribute_refs(element_webid) if _marker(element_webid) == "Fm" else None
-        info = self._info(n)
-        return [self._ref(self._attr_info(n, d, info.webid, info.path), d) for d in self._node_defs(n)
-                if full_hierarchy or d.parent_rel is None]
+        return [self._ref(a, d) for d, a in self._all_attr_infos(n) if full_hierarchy or d.parent_rel is None]
 
     # ---- templates --------------------------------------------------------------------------------------
     def _template_path(self, db: _Database, name: str) -> str:
         return f"{db.path}\\ElementTemplates[{name}]"
 
     def _template_webid(self, db: _Database, name: str) -> str:
-        return webids.full_object("ET", stable_guid(self.seed, "template", db.name, name.upper()),
-                                  self._template_path(db, name), owner=db.guid)
+        key = (db.name, name)
+        webid = self._template_webids.get(key)
+        if webid is None:
+            webid = self._template_webids[key] = webids.full_object(
+                "ET", stable_guid(self.seed, "template", db.name, name.upper()), self._template_path(db, name),
+                owner=db.guid)
+        return webid
 
     def _attr_template_webid(self, db_name: str, template: str, rel: str) -> str:
         return _attr_template_webid(self.seed, self._dbs[db_name].path, self._dbs[db_name].guid, template, rel)
@@ -751,8 +786,11 @@ class AfModel:
             return None
         return self._template_webid(db, name)
 
-    def _template_names(self, db: _Database) -> set[str]:
-        return {t.name.upper() for t, _ in self._db_templates(db)}
+    def _template_names(self, db: _Database) -> frozenset[str]:
+        names = self._template_name_sets.get(db.name)
+        if names is None:
+            names = self._template_name_sets[db.name] = frozenset(t.name.upper() for t, _ in self._db_templates(db))
+        return names
 
     def _all_templates(self) -> list[tuple[_Database, TemplateInfo, tuple[AttrDef, ...]]]:
         return [(db, t, defs) for db in self._dbs.values() if not db.removed for t, defs in self._db_templates(db)]
@@ -837,7 +875,11 @@ class AfModel:
         return n
 
     def _changed(self) -> None:
+        """Forget everything derived from names, places and templates (call with the lock held)."""
+        self._gen += 1
         self._by_path = None
+        self._element_infos = {}
+        self._attr_infos = {}
 
     def rename_element(self, webid: str, new_name: str) -> ElementInfo:
         """Rename in place: the Id (GUID) stays, the Path and Full WebID change."""
@@ -893,6 +935,7 @@ class AfModel:
             n = self._must(webid)
             n.template = template
             n.categories = TEMPLATE_CATEGORIES.get(template or "", ())
+            self._changed()
             return self._info(n)
 
     def remove_database(self, name: str) -> None:
