@@ -47,7 +47,15 @@ from piflow.emulator.query import (
     wildcard,
 )
 from piflow.emulator.responses import json_response, pi_error, raw_json
-from piflow.emulator.serialize import VALUE_FIELDS, Buffer, StreamFormat, ValueColumns, encode_arrays, value_dicts
+from piflow.emulator.serialize import (
+    VALUE_FIELDS,
+    Buffer,
+    StreamFormat,
+    ValueColumns,
+    encode_arrays,
+    good_value_dict,
+    value_dicts,
+)
 from piflow.emulator.state import EmulatorState
 from piflow.pitime import TICKS_PER_SECOND, format_ticks, from_ticks, parse_iso_ticks, to_ticks
 
@@ -790,6 +798,9 @@ def single_value(st: EmulatorState, s: Stream, at: int | None, mode: str = "Inte
     now = st.clock.now_ticks()
     origin = st.model.config.origin_ticks
     t = now if at is None else at
+    if s.point is None and t >= origin:
+        assert s.static_json is not None
+        return good_value_dict(t if at is not None and mode == "Interpolated" else origin, s.static_json, s.units)
     if s.point is None:
         cols = _static_at(s, np.array([t]), origin)
         if at is None or mode != "Interpolated":
