@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, tzinfo
+from functools import lru_cache
 
 TICKS_PER_SECOND = 10_000_000
 TICKS_PER_US = 10
@@ -43,10 +44,24 @@ def from_ticks(ticks: int) -> datetime:
     return EPOCH + timedelta(microseconds=ticks // TICKS_PER_US)
 
 
+_TICKS_PER_DAY = 86400 * TICKS_PER_SECOND
+
+
+@lru_cache(maxsize=8192)
+def _date_text(day: int) -> str:
+    return (EPOCH + timedelta(days=day)).strftime("%Y-%m-%d")
+
+
 def format_ticks(ticks: int) -> str:
-    """ISO-8601 UTC as PI prints it: fraction up to 7 digits, trailing zeros dropped."""
-    seconds, frac = divmod(ticks, TICKS_PER_SECOND)
-    base = (EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    """ISO-8601 UTC as PI prints it: fraction up to 7 digits, trailing zeros dropped.
+
+    The date part is cached per day: the emulator prints millions of timestamps and ``strftime`` was most of
+    the cost of each."""
+    day, rest = divmod(ticks, _TICKS_PER_DAY)
+    seconds, frac = divmod(rest, TICKS_PER_SECOND)
+    hours, rest_s = divmod(seconds, 3600)
+    minutes, secs = divmod(rest_s, 60)
+    base = f"{_date_text(day)}T{hours:02d}:{minutes:02d}:{secs:02d}"
     if frac == 0:
         return base + "Z"
     return f"{base}.{frac:07d}".rstrip("0") + "Z"

@@ -62,3 +62,20 @@ def test_parse_interval() -> None:
     assert parse_interval("250ms") == timedelta(milliseconds=250)
     with pytest.raises(ValueError, match="interval"):
         parse_interval("1mo")
+
+
+def test_format_ticks_agrees_with_datetime_everywhere() -> None:
+    """The per-day cached formatter against datetime's own ISO text, over random instants (before 1970 too)."""
+    import random
+
+    rng = random.Random(5)
+    lo, hi = to_ticks(datetime(1900, 1, 1, tzinfo=UTC)), to_ticks(datetime(2200, 1, 1, tzinfo=UTC))
+    for _ in range(20_000):
+        ticks = rng.randrange(lo, hi)
+        if rng.random() < 0.3:
+            ticks -= ticks % 10_000_000  # whole seconds: no fraction printed
+        expected = from_ticks(ticks).strftime("%Y-%m-%dT%H:%M:%S")
+        frac = ticks % 10_000_000
+        expected += (f".{frac:07d}".rstrip("0") if frac else "") + "Z"
+        assert format_ticks(ticks) == expected
+        assert parse_iso_ticks(format_ticks(ticks)) == ticks

@@ -148,6 +148,9 @@ class Selection:
     """A parsed ``selectedFields``: a tree of lower-cased field names; no children means "everything below"."""
 
     children: Mapping[str, Selection] = field(default_factory=dict)
+    # ``children`` looked up by the exact key of the JSON being pruned (filled as keys are met): PI's keys
+    # are few and fixed, and lower-casing every key of every item was most of the cost of pruning.
+    by_key: dict[str, Selection | None] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def everything(self) -> bool:
@@ -213,10 +216,14 @@ def prune(obj: Any, sel: Selection) -> Any:
         return obj
     if isinstance(obj, dict):
         out: dict[str, Any] = {}
+        by_key = sel.by_key
         for key, value in obj.items():
-            sub = sel.children.get(key.lower())
+            try:
+                sub = by_key[key]
+            except KeyError:
+                sub = by_key[key] = sel.children.get(key.lower())
             if sub is not None:
-                out[key] = prune(value, sub)
+                out[key] = value if sub is ALL else prune(value, sub)
         return out
     if isinstance(obj, list):
         return [prune(v, sel) for v in obj]
