@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,24 +88,33 @@ def bench_af(workers: int, elements: int, lake: Path) -> None:
         print(f"af unchanged re-run: {wall2:.1f} s, {again.requests} requests, {again.values_written} rows written")
 
 
-async def fetch_only(url: str, days: int) -> int:
-    """The same search pages as ``run_events``, fetched one after the other and thrown away undecoded: what the
-    emulator alone can serve (the ceiling of the job)."""
+async def fetch_only(url: str, days: int, parts: int) -> int:
+    """The same search pages as ``run_events`` (the window cut into the same slices, searched at once), fetched
+    and thrown away undecoded: what the emulator alone can serve (the ceiling of the job). Frames overlapping
+    two slices are counted twice."""
     from piflow.client.api import PiClient
-    from piflow.jobs.events import FRAME_FIELDS
+    from piflow.jobs.common import server_now
+    from piflow.jobs.events import FRAME_FIELDS, split_window
+    from piflow.pitime import format_ticks, to_ticks
 
     async with PiClient(url) as client:
         db = (await client.http.get_json("assetdatabases", [("path", "\\\\PIEMU-AF\\Plant")]))["WebId"]
-        frames, start = 0, 0
-        while True:
-            body = await client.http.get_bytes(f"assetdatabases/{db}/eventframes", [
-                ("searchMode", "Overlapped"), ("startTime", f"*-{days}d"), ("endTime", "*"),
-                ("sortField", "StartTime"), ("selectedFields", FRAME_FIELDS), ("startIndex", start),
-                ("maxCount", 1000)])
-            n = body.count(b'"WebId"')
-            frames, start = frames + n, start + 1000
-            if n < 1000:
-                return frames
+
+        async def one(a: datetime, b: datetime) -> int:
+            frames, start = 0, 0
+            while True:
+                body = await client.http.get_bytes(f"assetdatabases/{db}/eventframes", [
+                    ("searchMode", "Overlapped"), ("startTime", format_ticks(to_ticks(a))),
+                    ("endTime", format_ticks(to_ticks(b))), ("sortField", "StartTime"),
+                    ("selectedFields", FRAME_FIELDS), ("startIndex", start), ("maxCount", 1000)])
+                n = body.count(b'"WebId"')
+                frames, start = frames + n, start + 1000
+                if n < 1000:
+                    return frames
+
+        end = await server_now(client)
+        counts = await asyncio.gather(*(one(a, b) for a, b in split_window(end - timedelta(days=days), end, parts)))
+        return sum(counts)
 
 
 def bench_events(workers: int, days: int, lake: Path) -> None:
@@ -115,7 +124,7 @@ def bench_events(workers: int, days: int, lake: Path) -> None:
     per_day = 100_000 / 365
     with emulator(workers, points=5_000, af_elements=1_000, event_frames_per_day=per_day) as url:
         t0 = time.perf_counter()
-        n = asyncio.run(fetch_only(url, days))
+        n = asyncio.run(fetch_only(url, days, max(1, PiflowSettings().concurrency // 2)))
         wall = time.perf_counter() - t0
         print(f"emulator alone (search pages fetched, not decoded): {n:,} frames in {wall:.1f} s = "
               f"{n / wall:,.0f} frames/s")

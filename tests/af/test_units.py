@@ -134,3 +134,37 @@ def test_point_resolution_prefers_the_servers_link() -> None:
     gone = point_of(neither, refs)
     assert gone.webid is None
     assert "names no point" in (gone.error or "")
+
+
+def test_frame_row_names_the_frame_with_an_unreadable_time() -> None:
+    from piflow.errors import PiApiError
+    from piflow.jobs.af import Database
+    from piflow.jobs.events import frame_row
+
+    db = Database("S", "F1RD", "Plant", "\\\\S\\Plant")
+    obj = {"WebId": "F1FmX", "Path": "\\\\S\\Plant\\EventFrames[Batch-1]", "StartTime": "2026-13-01T00:00:00Z"}
+    with pytest.raises(PiApiError, match=r"Batch-1.*2026-13-01"):
+        frame_row(obj, db, datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def test_split_window_cuts_equal_slices_no_shorter_than_an_hour() -> None:
+    from piflow.jobs.events import split_window
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    slices = split_window(start, start + timedelta(days=4), 4)
+    assert [b - a for a, b in slices] == [timedelta(days=1)] * 4
+    assert slices[0][0] == start and slices[-1][1] == start + timedelta(days=4)
+    assert all(slices[i][1] == slices[i + 1][0] for i in range(3))  # contiguous, nothing between
+    assert split_window(start, start + timedelta(minutes=90), 4) == [(start, start + timedelta(minutes=90))]
+    assert len(split_window(start, start + timedelta(hours=3), 8)) == 3
+    assert split_window(start, start, 4) == [(start, start)]
+
+
+def test_a_frame_seen_closed_by_one_slice_stays_closed() -> None:
+    from piflow.jobs.events import _newer
+
+    open_row, closed_row = {"in_progress": True}, {"in_progress": False}
+    assert _newer(None, open_row)
+    assert _newer(open_row, closed_row)
+    assert not _newer(closed_row, open_row)
+    assert _newer(closed_row, closed_row)

@@ -13,7 +13,9 @@ updated in place. Attribute values are read (one ``streamsets/{frame}/value`` pe
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import itertools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -91,9 +93,14 @@ class Filters:
 def pi_datetime(text: Any) -> datetime | None:
     """A PI timestamp as a UTC datetime (7th fractional digit truncated); None for nothing and for PI's
     in-progress end (9999-12-31)."""
+    if type(text) is str and text[-1:] == "Z" and not text.startswith(IN_PROGRESS_YEAR):
+        try:  # the fast path for what PI prints (UTC, ``...Z``; 7 digits are truncated to 6 by Python)
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass
     if not isinstance(text, str) or not text.strip() or text.startswith(IN_PROGRESS_YEAR):
         return None
-    try:  # the fast path for what PI prints (``...Z``); anything else through the general parser
+    try:  # anything else through the general parser
         dt = datetime.fromisoformat(text)
     except ValueError:
         return from_ticks(parse_iso_ticks(text))
@@ -104,10 +111,13 @@ def pi_datetime(text: Any) -> datetime | None:
 
 def frame_row(obj: Json, db: Database, now: datetime) -> Row:
     """One ``pi_event_frames`` row from a PI event frame object."""
-    start = pi_datetime(obj.get("StartTime"))
+    try:
+        start, end = pi_datetime(obj.get("StartTime")), pi_datetime(obj.get("EndTime"))
+    except ValueError as exc:
+        raise PiApiError(f"event frame {obj.get('Path') or obj.get('WebId')}: unreadable StartTime or EndTime "
+                         f"({obj.get('StartTime')!r}, {obj.get('EndTime')!r}): {exc}") from None
     if start is None:
         raise PiApiError(f"event frame {obj.get('Path') or obj.get('WebId')} has no StartTime")
-    end = pi_datetime(obj.get("EndTime"))
     refs = [str(w) for w in obj.get("RefElementWebIds") or []]
     return {
         "webid": str(obj["WebId"]), "id": obj.get("Id"), "server": db.server, "database": db.name,
@@ -182,19 +192,45 @@ class EventsRead:
     windows: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)  # app id -> window
 
 
+def split_window(start: datetime, end: datetime, parts: int,
+                 shortest: timedelta = timedelta(hours=1)) -> list[tuple[datetime, datetime]]:
+    """``[start, end]`` cut into at most ``parts`` equal slices no shorter than ``shortest`` (pure)."""
+    span = end - start
+    n = max(1, min(parts, int(span / shortest) if span > shortest else 1))
+    cuts = [start + span * i / n for i in range(n)] + [end]
+    return list(itertools.pairwise(cuts))
+
+
+def _newer(old: Row | None, new: Row) -> bool:
+    """Whether ``new`` should replace ``old`` for the same frame seen by two slices (a frame that closed
+    between the two reads is kept closed)."""
+    return old is None or not (new["in_progress"] and not old["in_progress"])
+
+
 async def search_frames(client: PiClient, db: Database, start: datetime, end: datetime, filters: Filters,
-                        page_size: int, progress: Progress, now: datetime, lookahead: int = 2) -> list[Row]:
-    params: list[tuple[str, str | int | float | bool]] = [
-        ("searchMode", "Overlapped"), ("startTime", format_ticks(to_ticks(start))),
-        ("endTime", format_ticks(to_ticks(end))), ("sortField", "StartTime"), ("sortOrder", "Ascending"),
-        *filters.params(), ("selectedFields", FRAME_FIELDS),
-    ]
+                        page_size: int, progress: Progress, now: datetime, lookahead: int = 2,
+                        parts: int = 1) -> list[Row]:
+    """Every frame overlapping ``[start, end]``. With ``parts`` > 1 the window is searched as that many
+    slices at once: each slice pages from its own start, where one long search pages ever deeper (a server
+    runs the search again for every page, so deep pages cost more), and the slices keep the server busy
+    while pages are decoded here. A frame overlapping two slices is returned by both and kept once."""
     rows: dict[str, Row] = {}
-    async for page in paged_items(client, f"assetdatabases/{db.webid}/eventframes", params, page_size=page_size,
-                                  lookahead=lookahead):
-        for obj in page:
-            rows[str(obj["WebId"])] = frame_row(obj, db, now)
-        progress.advance(len(page))
+
+    async def one(a: datetime, b: datetime) -> None:
+        params: list[tuple[str, str | int | float | bool]] = [
+            ("searchMode", "Overlapped"), ("startTime", format_ticks(to_ticks(a))),
+            ("endTime", format_ticks(to_ticks(b))), ("sortField", "StartTime"), ("sortOrder", "Ascending"),
+            *filters.params(), ("selectedFields", FRAME_FIELDS),
+        ]
+        async for page in paged_items(client, f"assetdatabases/{db.webid}/eventframes", params,
+                                      page_size=page_size, lookahead=lookahead):
+            for obj in page:
+                row = frame_row(obj, db, now)
+                if _newer(rows.get(row["webid"]), row):
+                    rows[row["webid"]] = row
+            progress.advance(len(page))
+
+    await asyncio.gather(*(one(a, b) for a, b in split_window(start, end, parts)))
     return list(rows.values())
 
 
@@ -295,7 +331,8 @@ async def _read(client: PiClient, sink: DeltaSink, settings: PiflowSettings, dbs
     for db, app_id, start, end in windows:
         out.windows[app_id] = (start, end)
         progress.start(None, f"events {db.path} [{start.isoformat()}, {end.isoformat()}]")
-        for row in await search_frames(client, db, start, end, filters, page_size, progress, now):
+        parts = max(1, settings.concurrency // 2)
+        for row in await search_frames(client, db, start, end, filters, page_size, progress, now, parts=parts):
             seen[row["webid"]] = row
     still_open = open_frames(existing, dbs, set(seen))
     if still_open:
