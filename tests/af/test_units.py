@@ -153,7 +153,8 @@ def test_split_window_cuts_equal_slices_no_shorter_than_an_hour() -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     slices = split_window(start, start + timedelta(days=4), 4)
     assert [b - a for a, b in slices] == [timedelta(days=1)] * 4
-    assert slices[0][0] == start and slices[-1][1] == start + timedelta(days=4)
+    assert slices[0][0] == start
+    assert slices[-1][1] == start + timedelta(days=4)
     assert all(slices[i][1] == slices[i + 1][0] for i in range(3))  # contiguous, nothing between
     assert split_window(start, start + timedelta(minutes=90), 4) == [(start, start + timedelta(minutes=90))]
     assert len(split_window(start, start + timedelta(hours=3), 8)) == 3
