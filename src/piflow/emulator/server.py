@@ -44,23 +44,25 @@ class EmulatorServer:
     """
 
     def __init__(self, settings: EmulatorSettings | None = None, *, app: FastAPI | None = None,
-                 log_level: str = "warning") -> None:
+                 log_level: str = "warning", certfile: str | None = None, keyfile: str | None = None) -> None:
         if app is not None and settings is not None:
             raise ValueError("give settings or an app, not both")
+        self._scheme = "https" if certfile else "http"
         self.app: FastAPI = app if app is not None else create_app(settings or EmulatorSettings())
         self.state: EmulatorState = state_of(self.app)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
-        self._server = uvicorn.Server(_config(self.app, log_level))
+        tls = {"ssl_certfile": certfile, "ssl_keyfile": keyfile} if certfile else {}
+        self._server = uvicorn.Server(_config(self.app, log_level, **tls))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         name=f"piflow-emulator-{self.port}", daemon=True)
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:PORT`` (no path)."""
-        return f"http://127.0.0.1:{self.port}"
+        """``http://127.0.0.1:PORT`` (no path; ``https`` when started with a certificate)."""
+        return f"{self._scheme}://127.0.0.1:{self.port}"
 
     @property
     def url(self) -> str:
@@ -69,8 +71,8 @@ class EmulatorServer:
 
     @property
     def ws_url(self) -> str:
-        """The same base for WebSocket channels: ``ws://127.0.0.1:PORT/piwebapi``."""
-        return f"ws://127.0.0.1:{self.port}/piwebapi"
+        """The same base for WebSocket channels: ``ws://127.0.0.1:PORT/piwebapi`` (``wss`` with TLS)."""
+        return f"{'wss' if self._scheme == 'https' else 'ws'}://127.0.0.1:{self.port}/piwebapi"
 
     @property
     def running(self) -> bool:

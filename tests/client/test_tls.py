@@ -1,0 +1,71 @@
+"""TLS against the emulator served over HTTPS with a throw-away CA (real handshakes on loopback)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from piflow.client.http import PiHttp
+from piflow.client.retry import RetryPolicy
+from piflow.emulator import EmulatorSettings
+from piflow.emulator.server import EmulatorServer
+from piflow.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def tls_server(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
+    cert = ca.issue_cert("127.0.0.1")
+    d = tmp_path_factory.mktemp("tls")
+    certfile, keyfile = d / "server.pem", d / "server.key"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    for extra in cert.cert_chain_pems[1:]:
+        extra.write_to_path(str(certfile), append=True)
+    cert.private_key_pem.write_to_path(str(keyfile))
+    with EmulatorServer(EmulatorSettings(points=10), certfile=str(certfile), keyfile=str(keyfile)) as server:
+        yield server
+
+
+@pytest.fixture
+def ca_bundle(ca: trustme.CA, tmp_path: Path) -> str:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+ONE_TRY = RetryPolicy(max_attempts=1)
+
+
+async def test_a_ca_bundle_setting_verifies_the_server(tls_server: EmulatorServer, ca_bundle: str) -> None:
+    assert tls_server.url.startswith("https://")
+    async with PiHttp(tls_server.url, verify=ca_bundle, retry=ONE_TRY) as http:
+        doc = await http.get_json("system/status")
+    assert "ServerTime" in doc
+
+
+async def test_an_unknown_certificate_is_refused_by_default_and_not_retried(tls_server: EmulatorServer) -> None:
+    async with PiHttp(tls_server.url) as http:  # the default retry policy: a TLS failure is not retried
+        with pytest.raises(ConfigError, match=r"setting 'verify'.*certificate.*could not be verified"):
+            await http.get_json("system/status")
+        assert http.requests == 1
+
+
+async def test_a_plain_http_client_never_reaches_https_unverified(tls_server: EmulatorServer) -> None:
+    """A client made for an http:// server (no CA bundle loaded) asked for an https:// link fails closed."""
+    with EmulatorServer(EmulatorSettings(points=10)) as plain:
+        async with PiHttp(plain.url, retry=ONE_TRY) as http:
+            assert "ServerTime" in await http.get_json("system/status")
+            with pytest.raises(ConfigError, match=r"(?i)certificate"):
+                await http.get_json(f"{tls_server.url}/system/status")
+
+
+async def test_turning_verification_off_reaches_the_server(tls_server: EmulatorServer) -> None:
+    async with PiHttp(tls_server.url, verify=False, retry=ONE_TRY) as http:
+        assert "ServerTime" in await http.get_json("system/status")
