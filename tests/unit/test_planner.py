@@ -63,3 +63,13 @@ def test_adaptive_concurrency_backs_off_and_recovers() -> None:
     c2 = AdaptiveConcurrency(1)
     c2.on_throttled()
     assert c2.limit == 1  # never below one
+
+
+def test_group_size_keeps_every_call_slot_busy_when_points_are_few() -> None:
+    from piflow.planner import group_size
+
+    assert group_size(100, 8, 0, 50) == 13  # 8 calls of <= 13 points, not 2 calls of 50
+    assert group_size(10_000, 8, 0, 50) == 50  # many points: the default
+    assert group_size(3, 8, 0, 50) == 1
+    assert group_size(100, 8, 20, 50) == 20  # what the user asked for wins
+    assert group_size(0, 8, 0, 50) == 1

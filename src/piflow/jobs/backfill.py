@@ -41,6 +41,7 @@ from piflow.planner import (
     BackfillPlan,
     PointRef,
     WorkUnit,
+    group_size,
     make_plan,
     units_to_do,
 )
@@ -185,7 +186,8 @@ async def run_backfill(settings: PiflowSettings, progress: Progress | None = Non
                                  or DAY_TICKS)
                 result.window_start, result.window_end, result.points = start, end, len(points)
                 committed = committed_windows(sink, plan, points)
-                units = units_to_do(plan, points, committed, settings.points_per_request or DEFAULT_GROUP)
+                group = group_size(len(points), settings.concurrency, settings.points_per_request, DEFAULT_GROUP)
+                units = units_to_do(plan, points, committed, group)
                 fresh = [p for p in points if committed.get(p.webid, 0) < plan.windows]
                 overlaps = windows_with_data(sink, plan, fresh)
                 if overlaps:
