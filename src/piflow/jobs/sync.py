@@ -13,6 +13,7 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -59,11 +60,19 @@ def split_new_and_changed(fetched: pa.Table, existing: pa.Table) -> tuple[pa.Tab
         return fetched, fetched
     if existing.num_rows == 0:
         return fetched, fetched.slice(0, 0)
-    old = existing.select(KEY + _COMPARE)
-    old = old.rename_columns(KEY + [f"{c}__old" for c in _COMPARE]).append_column(
-        "__present", pa.array([True] * old.num_rows))
-    indexed = fetched.append_column("__row", pa.array(range(fetched.num_rows), pa.int64()))
-    joined = indexed.join(old, keys=KEY, join_type="left outer")
+    # The join runs on (webid as an integer, timestamp, seq): hashing integers instead of 60-character WebIDs
+    # made it a third faster.
+    ids = pc.unique(pa.chunked_array(fetched.column("webid").chunks + existing.column("webid").chunks))
+    keys = ["__point", "timestamp", "seq"]
+    old = pa.table({"__point": pc.index_in(existing.column("webid"), value_set=ids),
+                    "timestamp": existing.column("timestamp"), "seq": existing.column("seq"),
+                    **{f"{c}__old": existing.column(c) for c in _COMPARE},
+                    "__present": pa.array(np.ones(existing.num_rows, dtype=np.bool_))})
+    indexed = pa.table({"__point": pc.index_in(fetched.column("webid"), value_set=ids),
+                        "timestamp": fetched.column("timestamp"), "seq": fetched.column("seq"),
+                        **{c: fetched.column(c) for c in _COMPARE},
+                        "__row": pa.array(np.arange(fetched.num_rows, dtype=np.int64))})
+    joined = indexed.join(old, keys=keys, join_type="left outer")
     present = pc.fill_null(joined.column("__present"), False)
     new_rows = pc.take(joined.column("__row"), pc.indices_nonzero(pc.invert(present)))
     unchanged = present
@@ -93,20 +102,27 @@ def existing_rows(sink: DeltaSink, webids: list[str], since_us: int, until_us: i
 
 
 def commit_diff(sink: DeltaSink, fetched: pa.Table, webids: list[str], since_us: int,
-                metadata: dict[str, str]) -> tuple[int, int]:
+                metadata: dict[str, str], existing: pa.Table | None = None) -> tuple[int, int]:
     """Make the table hold ``fetched`` for these points from ``since`` on, without duplicating anything.
 
     ``fetched`` must be everything the server holds for ``webids`` over the range it covers (so that seq
     numbers are the server's). New keys are appended; keys whose content changed are merged; the
     watermarks then move forward. Safe to repeat: a second call with the same data changes nothing.
+    ``existing`` is ``existing_rows(sink, webids, since_us)`` when the caller read it already.
     Returns (inserted, updated).
     """
-    new_rows, changed = split_new_and_changed(fetched, existing_rows(sink, webids, since_us))
+    if existing is None:
+        existing = existing_rows(sink, webids, since_us)
+    new_rows, changed = split_new_and_changed(fetched, existing)
     if new_rows.num_rows:
         sink.append("pi_values", new_rows, metadata=metadata)
     if changed.num_rows:
         since_date = datetime.fromtimestamp(since_us / 1_000_000, UTC).date().isoformat()
-        sink.upsert("pi_values", changed, KEY, extra_predicate=f"t.date >= '{since_date}'", metadata=metadata)
+        first = pc.min(changed.column("timestamp")).cast(pa.int64()).as_py()
+        # Date and time bounds let the merge skip files by their statistics instead of reading them all.
+        sink.upsert("pi_values", changed, KEY, metadata=metadata,
+                    extra_predicate=f"t.date >= '{since_date}' AND t.timestamp >= "
+                                    f"'{datetime.fromtimestamp(first / 1_000_000, UTC).isoformat()}'")
     advance_watermarks(sink, max_timestamps(fetched))
     return new_rows.num_rows, changed.num_rows
 
@@ -134,12 +150,21 @@ async def run_sync(settings: PiflowSettings, progress: Progress | None = None) -
                 result.window_start, result.window_end = from_ticks(min(starts.values())), from_ticks(end_ticks)
                 progress.start(len(groups), f"sync {len(points)} points")
                 reader = RecordedReader(client)
-                fetched = await _read_groups(reader, groups, end_ticks, settings.concurrency, progress)
+                since_us = min(starts.values()) // TICKS_PER_US
+                webids = [p.webid for p in points]
+                # What the table holds is read in a thread while the server answers (Arrow and Delta release
+                # the GIL): the read is as long as the fetch for a one-hour lookback.
+                existing = asyncio.create_task(asyncio.to_thread(existing_rows, sink, webids, since_us))
+                try:
+                    fetched = await _read_groups(reader, groups, end_ticks, settings.concurrency, progress)
+                finally:
+                    held = await asyncio.gather(existing, return_exceptions=True)
             finally:
                 take_client_counters(result, client)
-        since_us = min(starts.values()) // TICKS_PER_US
-        inserted, updated = commit_diff(sink, fetched, [p.webid for p in points], since_us,
-                                        {"piflow.job": "sync", "piflow.run_id": result.run_id})
+        if isinstance(held[0], BaseException):
+            raise held[0]
+        inserted, updated = commit_diff(sink, fetched, webids, since_us,
+                                        {"piflow.job": "sync", "piflow.run_id": result.run_id}, existing=held[0])
         result.values_written = inserted + updated
         result.details = {"read": fetched.num_rows, "inserted": inserted, "updated": updated}
         progress.close()
