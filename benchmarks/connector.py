@@ -81,7 +81,7 @@ async def fetch_only(settings: Any) -> dict[str, Any]:
     from piflow.jobs.common import open_client, resolve_time, selected_points, server_now
     from piflow.jobs.reader import RecordedReader
     from piflow.pitime import to_ticks
-    from piflow.planner import DAY_TICKS, make_plan, units_to_do
+    from piflow.planner import DAY_TICKS, group_size, make_plan, units_to_do
     from piflow.sinks.delta import DeltaSink
 
     points = selected_points(DeltaSink(settings.target), settings.points)
@@ -89,7 +89,8 @@ async def fetch_only(settings: Any) -> dict[str, Any]:
         now = await server_now(client)
         plan = make_plan(to_ticks(resolve_time("start", settings.start, now)),
                          to_ticks(resolve_time("end", settings.end, now)), DAY_TICKS)
-        units = units_to_do(plan, points, {}, settings.points_per_request or DEFAULT_GROUP)
+        group = group_size(len(points), settings.concurrency, settings.points_per_request, DEFAULT_GROUP)
+        units = units_to_do(plan, points, {}, group)
         reader = RecordedReader(client)
         sem = asyncio.Semaphore(settings.concurrency)
         total = 0
@@ -159,11 +160,15 @@ def main() -> None:
         with emulator(n_sync) as url:
             lake = str(work / "sync")
             job("discover", url, lake, points="*")
-            base = {"start": (NOW - timedelta(minutes=10)).isoformat(), "end": NOW.isoformat()}
+            # Two hours already in the table (more than the longest lookback, as after earlier syncs), then
+            # 5 minutes pass; each lookback syncs its own copy of that table, so each sees the same new data.
+            base = {"start": (NOW - timedelta(hours=2)).isoformat(), "end": NOW.isoformat()}
             job("backfill", url, lake, points="*", **base)
             httpx2.post(url.replace("/piwebapi", "/_emulator/clock"), json={"advance_s": 300}, timeout=10)
             for lookback in ("5m", "1h"):
-                s = job("sync", url, lake, points="*", lookback=lookback, safety_lag="0s")
+                copy = str(work / f"sync-{lookback}")
+                shutil.copytree(lake, copy)
+                s = job("sync", url, copy, points="*", lookback=lookback, safety_lag="0s")
                 print(f"3. sync {n_sync} points, 5 min of new data, lookback {lookback}: {s['wall_s']:.2f} s, "
                       f"{s['requests']} requests, {s['read']:,} values read, {s['inserted']:,} inserted "
                       f"(goal: < 3 s)")
