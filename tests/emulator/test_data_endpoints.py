@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.testclient import TestClient
 
 from piflow import webid as webids
-from piflow.emulator import query, routes_data, serialize
+from piflow.emulator import catalog, query, serialize
 from piflow.emulator.model import (
     DIGITAL_SETS,
     K_DIGITAL,
@@ -171,13 +171,13 @@ def test_catalog_of_a_million_points_stays_lazy(emulator_app: AppFactory) -> Non
         assert [p["Name"] for p in tail] == [st.model.point(0, i).name for i in range(999_995, 1_000_000)]
         last = st.model.point(0, 999_999)
         assert client.get(f"{API}/points", params={"path": last.path}).json()["WebId"] == last.webid
-        assert st.model not in routes_data._catalogs  # no name list was built for any of this
+        assert st.model not in catalog._catalogs  # no name list was built for any of this
 
 
 def test_vectorised_catalog_names_equal_the_model(emulator_app: AppFactory) -> None:
     for seed in (7, 123):
         st: EmulatorState = emulator_app(points=3000, seed=seed).state.emulator
-        assert routes_data.point_names(st.model, 0) == [st.model.point(0, i).name for i in range(3000)]
+        assert catalog.point_names(st.model, 0) == [st.model.point(0, i).name for i in range(3000)]
 
 
 def test_point_object_fields_and_links(client: TestClient) -> None:

@@ -11,7 +11,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from piflow.emulator import auth, faults, routes_af, routes_batch, routes_data, routes_streaming
+from piflow.emulator import (
+    auth,
+    faults,
+    routes_admin,
+    routes_af,
+    routes_batch,
+    routes_discovery,
+    routes_streaming,
+    routes_values,
+)
 from piflow.emulator.responses import error_response
 from piflow.emulator.settings import EmulatorSettings
 from piflow.emulator.state import EmulatorState
@@ -35,9 +44,9 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
         return error_response(400, *msgs)
 
     # Streaming first: its fixed paths (streams/updates/{marker}) must win over streams/{webId}/{action}.
-    for module in (routes_streaming, routes_data, routes_batch, routes_af):
+    for module in (routes_streaming, routes_discovery, routes_values, routes_batch, routes_af):
         app.include_router(module.router, prefix=BASE)
-    app.include_router(routes_data.admin_router)
+    app.include_router(routes_admin.router)  # /_emulator, outside the API prefix
     faults.install(app, state)
     auth.install(app, state)
     return app
