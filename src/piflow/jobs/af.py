@@ -24,10 +24,10 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 Row = dict[str, Any]
+A = TypeVar("A")  # the answer to one page request
+P = TypeVar("P")  # what a page is yielded as
+_FanoutParts = tuple[int, list[Json], list[BatchItem] | None]  # a fan-out page: start, items, children (None: refused)
 
 PAGE_SIZE = 1000
 BATCH_ITEMS = 500  # sub-requests per explicit /batch call
@@ -211,67 +214,23 @@ def split_fanout(page: BatchItem, children: BatchItem, what: str) -> tuple[list[
     return items, subs
 
 
-async def fanout_pages(client: PiClient, list_path: str, params: Sequence[tuple[str, Any]], child: str, *,
-                       page_size: int = PAGE_SIZE, lookahead: int = 2, what: str = "") -> AsyncIterator[FanoutPage]:
-    """Every page of a ``startIndex``/``maxCount`` list with the child request ``child`` (``{0}`` = an item's
-    WebId) answered for each item in the same ``/batch``. Up to ``lookahead`` pages are in flight; the pages
-    past the end come back empty and are dropped."""
-    what = what or list_path
-    inflight: deque[tuple[int, asyncio.Task[dict[str, BatchItem]]]] = deque()
+async def _lookahead_pages(fetch: Callable[[int], Coroutine[Any, Any, A]],
+                           read: Callable[[int, A], tuple[list[Any], P]], what: str, *, page_size: int,
+                           lookahead: int) -> AsyncGenerator[P, None]:
+    """The pages of a ``startIndex``/``maxCount`` list in order: ``fetch(start)`` asks for one page, ``read(start,
+    answer)`` turns its answer into (the list's items on that page, what to yield); the short page and the
+    repeated first WebId are judged on those items.
+
+    Up to ``lookahead`` requests are in flight (the server prepares the next page while this one is decoded); the
+    list ends at the first short page. A page whose first WebId is the previous page's raises: the server ignores
+    ``startIndex``. The shared loop of :func:`fanout_pages` and :func:`paged_items`.
+    """
+    inflight: deque[tuple[int, asyncio.Task[A]]] = deque()
     next_start = 0
 
     def launch() -> None:
         nonlocal next_start
-        body: dict[str, dict[str, Any]] = {
-            "page": {"Method": "GET",
-                     "Resource": resource(list_path, [*params, ("startIndex", next_start), ("maxCount", page_size)])},
-            "children": {"Method": "GET", "ParentIds": ["page"], "Parameters": ["$.page.Content.Items[*].WebId"],
-                         "RequestTemplate": {"Resource": child}},
-        }
-        inflight.append((next_start, asyncio.create_task(send_batch(client, body))))
-        next_start += page_size
-
-    previous_first: str | None = None
-    finished = False
-    try:
-        for _ in range(max(1, lookahead)):
-            launch()
-        while inflight:
-            start, task = inflight.popleft()
-            answers = await task
-            items, subs = split_fanout(answers["page"], answers["children"], f"{what} (startIndex {start})")
-            first = items[0].get("WebId") if items else None
-            if first is not None and first == previous_first:
-                raise PiApiError(f"{what}: the server returned the same page again; it ignores startIndex")
-            previous_first = first
-            fallback = subs is None
-            if subs is None:
-                subs = await fetch_many(client, [child.replace("{0}", str(i.get("WebId"))) for i in items])
-            yield FanoutPage(start, items, subs, fallback)
-            if len(items) < page_size:
-                finished = True
-                break
-            launch()
-    finally:
-        # Pages past the end are let finish (cancelling them drops connections the server then complains
-        # about); on an error they are cancelled.
-        if not finished:
-            for _, task in inflight:
-                task.cancel()
-        await asyncio.gather(*(t for _, t in inflight), return_exceptions=True)
-
-
-async def paged_items(client: PiClient, path: str, params: Sequence[tuple[str, str | int | float | bool]], *,
-                      page_size: int = PAGE_SIZE, lookahead: int = 2) -> AsyncIterator[list[Json]]:
-    """The pages of a ``startIndex``/``maxCount`` list in order, with up to ``lookahead`` requests in flight (so
-    the server prepares the next page while this one is decoded); ends at the first short page."""
-    inflight: deque[tuple[int, asyncio.Task[Any]]] = deque()
-    next_start = 0
-
-    def launch() -> None:
-        nonlocal next_start
-        query = [*params, ("startIndex", next_start), ("maxCount", page_size)]
-        inflight.append((next_start, asyncio.create_task(client.http.get_json(path, query))))
+        inflight.append((next_start, asyncio.create_task(fetch(next_start))))
         next_start += page_size
 
     previous_first: Any = None
@@ -281,24 +240,71 @@ async def paged_items(client: PiClient, path: str, params: Sequence[tuple[str, s
             launch()
         while inflight:
             start, task = inflight.popleft()
-            doc = await task
-            items = doc.get("Items") if isinstance(doc, dict) else None
-            if not isinstance(items, list):
-                raise PiApiError(f"{path} (startIndex {start}): the answer has no Items list")
+            items, page = read(start, await task)
             first = items[0].get("WebId") if items and isinstance(items[0], dict) else None
             if first is not None and first == previous_first:
-                raise PiApiError(f"{path}: the server returned the same page again; it ignores startIndex")
+                raise PiApiError(f"{what}: the server returned the same page again; it ignores startIndex")
             previous_first = first
-            yield [i for i in items if isinstance(i, dict)]
+            yield page
             if len(items) < page_size:
                 finished = True
                 break
             launch()
     finally:
+        # Pages past the end are let finish (cancelling them drops connections the server then complains
+        # about); on an error, or when the caller stops early, they are cancelled.
         if not finished:
             for _, task in inflight:
                 task.cancel()
         await asyncio.gather(*(t for _, t in inflight), return_exceptions=True)
+
+
+async def fanout_pages(client: PiClient, list_path: str, params: Sequence[tuple[str, Any]], child: str, *,
+                       page_size: int = PAGE_SIZE, lookahead: int = 2, what: str = "") -> AsyncIterator[FanoutPage]:
+    """Every page of a ``startIndex``/``maxCount`` list with the child request ``child`` (``{0}`` = an item's
+    WebId) answered for each item in the same ``/batch``. Up to ``lookahead`` pages are in flight; the pages
+    past the end come back empty and are dropped."""
+    what = what or list_path
+
+    def fetch(start: int) -> Coroutine[Any, Any, dict[str, BatchItem]]:
+        body: dict[str, dict[str, Any]] = {
+            "page": {"Method": "GET",
+                     "Resource": resource(list_path, [*params, ("startIndex", start), ("maxCount", page_size)])},
+            "children": {"Method": "GET", "ParentIds": ["page"], "Parameters": ["$.page.Content.Items[*].WebId"],
+                         "RequestTemplate": {"Resource": child}},
+        }
+        return send_batch(client, body)
+
+    def read(start: int, answers: dict[str, BatchItem]) -> tuple[list[Json], _FanoutParts]:
+        items, subs = split_fanout(answers["page"], answers["children"], f"{what} (startIndex {start})")
+        return items, (start, items, subs)
+
+    # aclosing: when this generator stops (an error, or a caller that stops early), the pages in flight are
+    # cancelled at once, not whenever the inner generator is collected.
+    async with contextlib.aclosing(_lookahead_pages(fetch, read, what, page_size=page_size,
+                                                    lookahead=lookahead)) as pages:
+        async for start, items, subs in pages:
+            fallback = subs is None
+            if subs is None:
+                subs = await fetch_many(client, [child.replace("{0}", str(i.get("WebId"))) for i in items])
+            yield FanoutPage(start, items, subs, fallback)
+
+
+def paged_items(client: PiClient, path: str, params: Sequence[tuple[str, str | int | float | bool]], *,
+                page_size: int = PAGE_SIZE, lookahead: int = 2) -> AsyncIterator[list[Json]]:
+    """The pages of a ``startIndex``/``maxCount`` list in order, with up to ``lookahead`` requests in flight (so
+    the server prepares the next page while this one is decoded); ends at the first short page."""
+
+    def fetch(start: int) -> Coroutine[Any, Any, Any]:
+        return client.http.get_json(path, [*params, ("startIndex", start), ("maxCount", page_size)])
+
+    def read(start: int, doc: Any) -> tuple[list[Any], list[Json]]:
+        items = doc.get("Items") if isinstance(doc, dict) else None
+        if not isinstance(items, list):
+            raise PiApiError(f"{path} (startIndex {start}): the answer has no Items list")
+        return items, [i for i in items if isinstance(i, dict)]
+
+    return _lookahead_pages(fetch, read, path, page_size=page_size, lookahead=lookahead)
 
 
 def link_webid(obj: Json, name: str) -> str | None:
