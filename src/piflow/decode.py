@@ -258,13 +258,17 @@ class ColumnBuilder:
             ],
             schema=schema.PI_VALUES,
         )
+        seq = run_seq(self.webid_runs, ts.cast(pa.int64()).to_numpy(zero_copy_only=False)) if n else None
         if before_ns is not None:
             keep = pc.less(ts_ns.cast(pa.int64()), before_ns)
             if not pc.all(keep).as_py():  # usually nothing is at the window's end: skip the copy
                 table = table.filter(keep)
+                # Dropped rows are the newest of their point, so the others keep their numbers.
+                seq = None if seq is None else seq[keep.to_numpy(zero_copy_only=False)]
         if table.num_rows:
-            seq = seq_numbers(table.column("webid"), table.column("timestamp"))
-            table = table.set_column(2, schema.PI_VALUES.field("seq"), seq)
+            numbers = pa.array(seq) if seq is not None else seq_numbers(table.column("webid"),
+                                                                        table.column("timestamp"))
+            table = table.set_column(2, schema.PI_VALUES.field("seq"), numbers)
         return table
 
 
@@ -314,6 +318,41 @@ def _numeric_string(text: str) -> float | None:
     except ValueError:
         return None
     return value if not math.isnan(value) or text.strip().lower() == "nan" else None
+
+
+def run_seq(runs: Sequence[tuple[str, int]], t: np.ndarray) -> np.ndarray | None:
+    """:func:`seq_numbers` from the builder's runs (each point's rows in server order), without sorting: the
+    common case, where each point's rows are in time order. None when they are not (use the general path).
+
+    A point read again from its last timestamp (a continuation page) has several runs; they are taken
+    together, in order, so events at the timestamp where the pages meet keep counting.
+    """
+    n = t.shape[0]
+    groups: dict[str, list[tuple[int, int]]] = {}
+    pos = 0
+    for webid, count in runs:
+        groups.setdefault(webid, []).append((pos, count))
+        pos += count
+    if pos != n:
+        return None
+    perm: np.ndarray | None = None
+    if len(groups) != len(runs):
+        perm = np.concatenate([np.arange(s, s + c) for parts in groups.values() for s, c in parts])
+    tt = t if perm is None else t[perm]
+    first = np.zeros(n, dtype=bool)
+    sizes = np.fromiter((sum(c for _, c in parts) for parts in groups.values()), dtype=np.int64, count=len(groups))
+    first[np.concatenate([[0], np.cumsum(sizes)[:-1]])] = True
+    if bool(((tt[1:] < tt[:-1]) & ~first[1:]).any()):
+        return None
+    boundary = first
+    boundary[1:] |= tt[1:] != tt[:-1]
+    idx = np.arange(n)
+    ordered = (idx - np.maximum.accumulate(np.where(boundary, idx, 0))).astype(np.int32)
+    if perm is None:
+        return ordered
+    seq = np.empty(n, dtype=np.int32)
+    seq[perm] = ordered
+    return seq
 
 
 def seq_numbers(webid: pa.Array | pa.ChunkedArray, ts: pa.Array | pa.ChunkedArray) -> pa.Array:

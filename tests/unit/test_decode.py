@@ -135,3 +135,41 @@ def test_bodies_that_are_not_pi_json(body: bytes) -> None:
 def test_web_exception_fails_the_page() -> None:
     with pytest.raises(BadResponseError, match="WebException"):
         decode_streamset_page(b'{"Items": [], "WebException": {"StatusCode": 502, "Errors": ["boom"]}}')
+
+
+def test_seq_from_runs_equals_the_sorting_path_on_random_pages() -> None:
+    """run_seq against seq_numbers: points split over several runs, shared timestamps, out-of-order runs."""
+    import random
+
+    import numpy as np
+    import pyarrow as pa
+
+    from piflow.decode import run_seq, seq_numbers
+
+    rng = random.Random(11)
+    for _ in range(300):
+        runs: list[tuple[str, int]] = []
+        times: list[int] = []
+        clock: dict[str, int] = {}
+        for _ in range(rng.randint(1, 8)):
+            w = f"P{rng.randint(0, 3)}"
+            count = rng.randint(1, 6)
+            t = clock.get(w, 0) - rng.choice([0, 0, 1])  # a continuation starts at (or before) the last time
+            for _ in range(count):
+                t += rng.choice([0, 0, 1, 2])
+                times.append(t)
+            clock[w] = t
+            if rng.random() < 0.1:  # now and then a page out of time order: the fast path must decline
+                times[-count:] = times[-count:][::-1]
+            runs.append((w, count))
+        t_arr = np.array(times, dtype=np.int64)
+        webids = pa.array([w for w, c in runs for _ in range(c)])
+        expected = seq_numbers(webids, pa.array(t_arr)).to_numpy()
+        fast = run_seq(runs, t_arr)
+        per_point_sorted = all(
+            np.all(np.diff(t_arr[np.array([w == p for w, c in runs for _ in range(c)])]) >= 0)
+            for p in {w for w, _ in runs})
+        if per_point_sorted:
+            assert fast is not None
+        if fast is not None:
+            assert fast.tolist() == expected.tolist()
