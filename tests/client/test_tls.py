@@ -52,7 +52,7 @@ async def test_a_ca_bundle_setting_verifies_the_server(tls_server: EmulatorServe
 
 async def test_an_unknown_certificate_is_refused_by_default_and_not_retried(tls_server: EmulatorServer) -> None:
     async with PiHttp(tls_server.url) as http:  # the default retry policy: a TLS failure is not retried
-        with pytest.raises(ConfigError, match=r"setting 'verify'.*certificate.*could not be verified"):
+        with pytest.raises(ConfigError, match=r"setting 'ca_bundle'.*certificate.*could not be verified"):
             await http.get_json("system/status")
         assert http.requests == 1
 

@@ -187,8 +187,8 @@ def _translate_transport(exc: httpx2.HTTPError, url: str, timeout_s: float) -> P
         return BadResponseError(f"{name}: the body could not be decoded: {exc}", url=url)
     tls = _tls_failure(exc)
     if tls is not None:  # retrying cannot help: say which setting can
-        return ConfigError("verify", f"the TLS certificate of {url} could not be verified ({tls}); give the "
-                                     "CA bundle that signed it (PIFLOW_VERIFY=/path/to/ca.pem)")
+        return ConfigError("ca_bundle", f"the TLS certificate of {url} could not be verified ({tls}); name the "
+                                        "CA that signed it (ca_bundle in piflow.toml, or PIFLOW_CA_BUNDLE)")
     return NetworkError(f"{name}: {exc or 'connection failed'}", url=url)
 
 
