@@ -274,6 +274,23 @@ def test_deleted_points_answer_404(client: TestClient) -> None:
     errors_of(client.get(f"{API}/points", params={"path": p.path}), 404)
 
 
+def test_deleted_values_vanish_from_recorded_from_the_time_of_the_delete(client: TestClient) -> None:
+    st = state(client)
+    p = of_type(st, "Float64", interval_s=60)
+    before = recorded(client, p.webid, maxCount=5000)["Items"]
+    victims = [before[3]["Timestamp"], before[10]["Timestamp"]]
+    r = client.post("/_emulator/values/delete", json={"webId": p.webid, "times": [*victims, "2001-01-01T00:00:00Z"]})
+    assert r.json() == {"deleted": 2}
+    after = recorded(client, p.webid, maxCount=5000)["Items"]
+    assert [v["Timestamp"] for v in after] == [v["Timestamp"] for v in before if v["Timestamp"] not in victims]
+    # Reads as of a virtual time before the delete still see the values (the model keeps the history).
+    now = st.clock.now_ticks()
+    assert len(st.model.events(p, now - DAY, now, now - 1)) == len(st.model.events(p, now - DAY, now, now)) + 2
+    errors_of(client.post("/_emulator/values/delete", json={"webId": "F1DPnope", "times": []}), 404)
+    errors_of(client.post("/_emulator/values/delete", json={"webId": p.webid, "times": "soon"}), 400)
+    errors_of(client.post("/_emulator/values/delete", json={"webId": p.webid, "times": ["yesterday-ish"]}), 400)
+
+
 # ---- recorded values -------------------------------------------------------------------------------------
 
 def test_recorded_shape_defaults_and_values(client: TestClient) -> None:

@@ -245,6 +245,19 @@ class Model:
             for i in range(config.data_servers)
         ]
         self._point = lru_cache(maxsize=200_000)(self._make_point)
+        # Events deleted at run time (tests): (server, point) -> [(timestamp ticks, virtual time of the delete)].
+        self._deleted: dict[tuple[int, int], list[tuple[int, int]]] = {}
+
+    def delete_events(self, p: PointSpec, ticks: Sequence[int], at_ticks: int) -> None:
+        """Delete every event of ``p`` at these timestamps from virtual time ``at_ticks`` on (an operator
+        removing bad data in PI); reads as of an earlier time still see them."""
+        self._deleted.setdefault((p.server.index, p.index), []).extend((int(t), at_ticks) for t in ticks)
+
+    def _without_deleted(self, ev: Events, asof_ticks: int) -> Events:
+        gone = [t for t, at in self._deleted.get((ev.point.server.index, ev.point.index), ()) if at <= asof_ticks]
+        if not gone or len(ev) == 0:
+            return ev
+        return ev.take(np.nonzero(~np.isin(ev.ticks, np.array(gone, dtype=np.int64)))[0])
 
     # ---- catalog -------------------------------------------------------------------------------------
     def server(self, index: int = 0) -> DataServer:
@@ -425,11 +438,14 @@ class Model:
             code = np.where(system, _SYSTEM_CODES[((h >> U64(33)) % U64(len(_SYSTEM_CODES))).astype(np.int64)],
                             code).astype(np.int32)
         bounds = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=n_points))])
-        return [
+        out = [
             Events(p, ticks[a:b], kind[a:b], number[a:b], code[a:b], good[a:b], questionable[a:b],
                    substituted[a:b], annotated[a:b], variant[a:b])
             for p, a, b in zip(points, bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
         ]
+        if self._deleted:
+            out = [self._without_deleted(ev, asof_ticks) for ev in out]
+        return out
 
 
 def empty_events(p: PointSpec) -> Events:

@@ -76,3 +76,26 @@ async def admin_delete_points(request: Request) -> Response:
             st.deleted_points.add((p.server.index, p.index))
             deleted.append(p.webid)
     return json_response({"deleted": deleted, "unknown": unknown})
+
+
+@router.post("/_emulator/values/delete")
+async def admin_delete_values(request: Request) -> Response:
+    """Delete recorded events of one point (all events at each time) from the current virtual time on:
+    ``{"webId": "...", "times": ["2026-01-01T00:00:00Z", ...]}``."""
+    st = request_state(request)
+    body = await _json_body(request)
+    webid, times = body.get("webId"), body.get("times")
+    if not isinstance(webid, str) or not isinstance(times, list) or not all(isinstance(t, str) for t in times):
+        raise pi_error(400, "Give 'webId' (a point WebID) and 'times' (a list of ISO timestamps).")
+    p = st.model.point_by_webid(webid)
+    if p is None:
+        raise pi_error(404, f"The point with WebID '{webid}' was not found.")
+    try:
+        ticks = [parse_iso_ticks(t) for t in times]
+    except ValueError as exc:
+        raise pi_error(400, f"Bad time: {exc}") from None
+    now = st.clock.now_ticks()
+    before = {int(t) for t in st.model.events(p, min(ticks), max(ticks), now).ticks} if ticks else set()
+    st.model.delete_events(p, ticks, now)
+    return json_response({"deleted": sum(1 for t in set(ticks) if t in before)})
+
