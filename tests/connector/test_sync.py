@@ -6,6 +6,7 @@ import asyncio
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from piflow.emulator.server import EmulatorServer
@@ -69,3 +70,42 @@ def test_each_point_has_its_own_watermark(emulator: EmulatorServer, tmp_path: Pa
     assert len(set(marks.values())) > 10  # not one shared watermark
     newest = table_of(tmp_path).group_by("webid").aggregate([("timestamp", "max")]).to_pylist()
     assert {r["webid"]: int(r["timestamp_max"].timestamp() * 1e6) for r in newest} == marks
+
+
+def test_values_deleted_in_pi_inside_the_lookback_are_deleted_here(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """An operator removes bad values in PI: the next sync removes them from the table too (within the range
+    it re-reads), and only them; a deletion older than the lookback is out of its sight and stays."""
+    import httpx2
+
+    start = T0 - timedelta(hours=4)
+    s = settings_for(emulator, tmp_path, start=start.isoformat(), end=T0.isoformat(), window="4h",
+                     lookback="1h", safety_lag="0s")
+    asyncio.run(run_backfill(s))
+    emulator.state.clock.advance(timedelta(minutes=10))
+    now = emulator.state.clock.now()
+    rows = table_of(tmp_path).to_pylist()
+    recent = [r for r in rows if r["timestamp"] >= T0 - timedelta(minutes=30)]
+    old = [r for r in rows if r["timestamp"] <= T0 - timedelta(hours=3)]
+    # Whole milliseconds: the table keeps microseconds of PI's 100 ns ticks, and the delete needs the exact time.
+    doomed = [r for r in recent if r["timestamp"].microsecond % 1000 == 0][::97][:6]
+    assert len(doomed) >= 3
+    old = [r for r in old if r["timestamp"].microsecond % 1000 == 0]
+    for r in [*doomed, old[0]]:
+        answer = httpx2.post(f"{emulator.base_url}/_emulator/values/delete",
+                             json={"webId": r["webid"], "times": [r["timestamp"].isoformat()]}, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["deleted"] == 1
+
+    result = asyncio.run(run_sync(s))
+    assert result.status == "ok"
+    values = table_of(tmp_path)
+    keys = {(r["webid"], r["timestamp"]) for r in values.select(["webid", "timestamp"]).to_pylist()}
+    assert not any((r["webid"], r["timestamp"]) in keys for r in doomed)
+    assert (old[0]["webid"], old[0]["timestamp"]) in keys  # older than the lookback: not re-read, kept
+    assert result.details["deleted"] >= len(doomed)  # (several events may share a deleted timestamp)
+    # Everything the sync re-read equals the server, row for row.
+    hour_ago = pa.scalar(T0 - timedelta(hours=1), values.schema.field("timestamp").type)
+    recent_values = values.filter(pc.greater_equal(values.column("timestamp"), hour_ago))
+    assert_same_rows(recent_values, truth(emulator, tmp_path, T0 - timedelta(hours=1), now))
+    again = asyncio.run(run_sync(s))
+    assert again.values_written == 0

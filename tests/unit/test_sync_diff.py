@@ -51,3 +51,25 @@ def test_catalog_changes_insert_update_tombstone_and_noop() -> None:
     gone = catalog_changes(existing, [point("2", "A2")], "S", "A*", t1)
     assert [(c["webid"], c["is_deleted"]) for c in gone] == [("1", True)]
     assert catalog_changes(existing[:2], existing[:2], "S", "*", t1) == []
+
+
+def test_deleted_in_source_judges_only_what_was_read_completely() -> None:
+    from piflow.jobs.sync import deleted_in_source
+
+    tick = 10_000_000  # ticks per second
+    existing = values([("A", 10, 0, 1.0), ("A", 20, 0, 2.0), ("A", 20, 1, 2.1), ("A", 30, 0, 3.0),
+                       ("A", 5, 0, 0.5),  # before A's read started: not judged
+                       ("A", 41, 0, 4.1),  # after the read ended: not judged
+                       ("B", 20, 0, 9.0),  # B was not read at all (unknown to the server): never judged
+                       ("C", 20, 0, 7.0)])
+    fetched = values([("A", 10, 0, 1.0), ("A", 20, 0, 2.1), ("A", 30, 0, 3.0), ("C", 25, 0, 7.5)])
+    covered = {"A": 8 * tick, "C": 20 * tick}
+    gone = deleted_in_source(fetched, existing, covered, 40 * tick)
+    assert sorted((r["webid"], int(r["timestamp"].timestamp()), r["seq"]) for r in gone.to_pylist()) == [
+        ("A", 20, 1), ("C", 20, 0)]
+    # A row whose microsecond straddles the start of the read is not judged (the table truncates to us).
+    assert deleted_in_source(fetched.slice(0, 0), values([("A", 10, 0, 1.0)]), {"A": 10 * tick + 1},
+                             40 * tick).num_rows == 0
+    assert deleted_in_source(fetched.slice(0, 0), values([("A", 10, 0, 1.0)]), {"A": 10 * tick},
+                             40 * tick).num_rows == 1
+    assert deleted_in_source(fetched, existing, {}, 40 * tick).num_rows == 0

@@ -794,7 +794,8 @@ class StreamJob:
         if table.num_rows == 0:
             return
         meta = {"piflow.job": "stream", "piflow.run_id": self.result.run_id, "piflow.stream.part": what}
-        inserted, updated = await asyncio.to_thread(commit_diff, self.sink, table, webids, since_us, meta)
+        # No deletions here: a streamed table holds only what changed, not everything in a range.
+        inserted, updated, _ = await asyncio.to_thread(commit_diff, self.sink, table, webids, since_us, meta)
         for w, t in max_timestamps(table).items():
             self.marks[w] = max(t, self.marks.get(w, t))
             newest.append(t)

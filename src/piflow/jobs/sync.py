@@ -83,6 +83,38 @@ def split_new_and_changed(fetched: pa.Table, existing: pa.Table) -> tuple[pa.Tab
     return fetched.take(_sorted(new_rows)), fetched.take(_sorted(changed_rows))
 
 
+def deleted_in_source(fetched: pa.Table, existing: pa.Table, covered_from: dict[str, int], end_ticks: int
+                      ) -> pa.Table:
+    """Keys of ``existing`` that the server no longer holds (pure): rows of a point inside the range it was
+    read completely ([``covered_from[webid]``, ``end_ticks``] in ticks) whose key ``fetched`` lacks.
+
+    A row is only judged when its whole microsecond lies inside that range (the table truncates PI's 100 ns
+    ticks), and points not in ``covered_from`` (not read, or unknown to the server) are never judged.
+    """
+    if existing.num_rows == 0 or not covered_from:
+        return existing.select(KEY).slice(0, 0)
+    names = list(covered_from)
+    where = pc.index_in(existing.column("webid"), value_set=pa.array(names, pa.string()))
+    lower_us = np.array([-(-covered_from[w] // TICKS_PER_US) for w in names], dtype=np.int64)
+    idx = where.to_numpy(zero_copy_only=False)
+    known = ~np.isnan(idx) if idx.dtype.kind == "f" else np.ones(idx.shape[0], dtype=bool)
+    ts = existing.column("timestamp").cast(pa.int64()).to_numpy(zero_copy_only=False)
+    inside = known.copy()
+    inside[known] = ts[known] >= lower_us[idx[known].astype(np.int64)]
+    inside &= ts <= (end_ticks - (TICKS_PER_US - 1)) // TICKS_PER_US
+    candidates = existing.filter(pa.array(inside)).select(KEY)
+    if candidates.num_rows == 0 or fetched.num_rows == 0:
+        return candidates
+    ids = pc.unique(pa.chunked_array(fetched.column("webid").chunks + candidates.column("webid").chunks))
+    left = pa.table({"__point": pc.index_in(candidates.column("webid"), value_set=ids),
+                     "timestamp": candidates.column("timestamp"), "seq": candidates.column("seq"),
+                     "__row": pa.array(np.arange(candidates.num_rows, dtype=np.int64))})
+    right = pa.table({"__point": pc.index_in(fetched.column("webid"), value_set=ids),
+                      "timestamp": fetched.column("timestamp"), "seq": fetched.column("seq")})
+    gone = left.join(right, keys=["__point", "timestamp", "seq"], join_type="left anti")
+    return candidates.take(_sorted(gone.column("__row")))
+
+
 def _sorted(indices: pa.Array | pa.ChunkedArray) -> pa.Array:
     """Row numbers in ascending order, so the server's order survives the join."""
     return pc.take(indices, pc.sort_indices(indices))
@@ -102,17 +134,20 @@ def existing_rows(sink: DeltaSink, webids: list[str], since_us: int, until_us: i
 
 
 def commit_diff(sink: DeltaSink, fetched: pa.Table, webids: list[str], since_us: int,
-                metadata: dict[str, str], existing: pa.Table | None = None) -> tuple[int, int]:
+                metadata: dict[str, str], existing: pa.Table | None = None,
+                covered: tuple[dict[str, int], int] | None = None) -> tuple[int, int, int]:
     """Make the table hold ``fetched`` for these points from ``since`` on, without duplicating anything.
 
     ``fetched`` must be everything the server holds for ``webids`` over the range it covers (so that seq
-    numbers are the server's). New keys are appended; keys whose content changed are merged; the
-    watermarks then move forward. Safe to repeat: a second call with the same data changes nothing.
-    ``existing`` is ``existing_rows(sink, webids, since_us)`` when the caller read it already.
-    Returns (inserted, updated).
+    numbers are the server's). New keys are appended; keys whose content changed are merged; with
+    ``covered`` = (first tick read per point, last tick read), rows the server no longer holds in that range
+    are deleted; the watermarks then move forward. Safe to repeat: a second call with the same data changes
+    nothing. ``existing`` is ``existing_rows(sink, webids, since_us)`` when the caller read it already.
+    Returns (inserted, updated, deleted).
     """
     if existing is None:
         existing = existing_rows(sink, webids, since_us)
+    gone = deleted_in_source(fetched, existing, *covered) if covered is not None else None
     new_rows, changed = split_new_and_changed(fetched, existing)
     if new_rows.num_rows:
         sink.append("pi_values", new_rows, metadata=metadata)
@@ -123,8 +158,15 @@ def commit_diff(sink: DeltaSink, fetched: pa.Table, webids: list[str], since_us:
         sink.upsert("pi_values", changed, KEY, metadata=metadata,
                     extra_predicate=f"t.date >= '{since_date}' AND t.timestamp >= "
                                     f"'{datetime.fromtimestamp(first / 1_000_000, UTC).isoformat()}'")
+    if gone is not None and gone.num_rows:
+        first = pc.min(gone.column("timestamp")).cast(pa.int64()).as_py()
+        since_date = datetime.fromtimestamp(first / 1_000_000, UTC).date().isoformat()
+        log.info("sync: %d values were deleted in PI; deleting them here too", gone.num_rows)
+        sink.delete_matching("pi_values", gone, KEY, metadata=metadata,
+                             extra_predicate=f"t.date >= '{since_date}' AND t.timestamp >= "
+                                             f"'{datetime.fromtimestamp(first / 1_000_000, UTC).isoformat()}'")
     advance_watermarks(sink, max_timestamps(fetched))
-    return new_rows.num_rows, changed.num_rows
+    return new_rows.num_rows, changed.num_rows, 0 if gone is None else gone.num_rows
 
 
 async def run_sync(settings: PiflowSettings, progress: Progress | None = None) -> RunResult:
@@ -163,10 +205,14 @@ async def run_sync(settings: PiflowSettings, progress: Progress | None = None) -
                 take_client_counters(result, client)
         if isinstance(held[0], BaseException):
             raise held[0]
-        inserted, updated = commit_diff(sink, fetched, webids, since_us,
-                                        {"piflow.job": "sync", "piflow.run_id": result.run_id}, existing=held[0])
-        result.values_written = inserted + updated
-        result.details = {"read": fetched.num_rows, "inserted": inserted, "updated": updated}
+        # Deletions are judged only where a point was read completely: its group's start to the end.
+        covered = {p.webid: s for s, pts in groups if s <= end_ticks for p in pts
+                   if p.webid not in reader.stats.missing}
+        inserted, updated, deleted = commit_diff(sink, fetched, webids, since_us,
+                                                 {"piflow.job": "sync", "piflow.run_id": result.run_id},
+                                                 existing=held[0], covered=(covered, end_ticks))
+        result.values_written = inserted + updated + deleted
+        result.details = {"read": fetched.num_rows, "inserted": inserted, "updated": updated, "deleted": deleted}
         progress.close()
     return result
 

@@ -143,6 +143,26 @@ class DeltaSink:
             raise SinkError(f"merge into {name} failed: {exc}") from exc
         return result
 
+    def delete_matching(self, name: str, keys: pa.Table, key: Sequence[str], *, extra_predicate: str | None = None,
+                        metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Delete the rows whose ``key`` appears in ``keys``, in one commit (no-op when ``keys`` is empty)."""
+        dt = self.table(name)
+        if keys.num_rows == 0 or dt is None:
+            return {}
+        predicate = " AND ".join(f"t.{k} = s.{k}" for k in key)
+        if extra_predicate:
+            predicate = f"{predicate} AND {extra_predicate}"
+        props = CommitProperties(custom_metadata=dict(metadata or {}) or None)
+        try:
+            result: dict[str, Any] = (
+                dt.merge(keys, predicate, source_alias="s", target_alias="t", commit_properties=props)
+                .when_matched_delete()
+                .execute()
+            )
+        except (DeltaError, OSError, pa.ArrowInvalid) as exc:
+            raise SinkError(f"deleting rows of {name} failed: {exc}") from exc
+        return result
+
     # ---- reads -------------------------------------------------------------------------------------------
     def read(self, name: str, columns: Sequence[str] | None = None, filter: ds.Expression | None = None) -> pa.Table:
         """Read a table (empty with its contract schema if it does not exist yet).
