@@ -12,8 +12,20 @@ $(VENV)/.installed-base: pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed-base
-	$(BIN)/python -m pip install -q -e '.[dev,spark,databricks]'
+# The Kerberos tests run a real KDC (MIT krb5 from Debian's packages), and the kerberos extra compiles
+# python-gssapi and krb5 against its headers: install them when they are missing (as root, or with sudo).
+KRB5_PACKAGES := krb5-kdc krb5-admin-server krb5-user libkrb5-dev
+$(VENV)/.installed-system: $(VENV)/.installed-base
+	@if ! PATH="$$PATH:/usr/sbin:/sbin" command -v krb5kdc >/dev/null || ! command -v krb5-config >/dev/null; then \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(KRB5_PACKAGES) \
+	  || { $$sudo apt-get update -q && \
+	       $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(KRB5_PACKAGES); }; \
+	fi
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed-base $(VENV)/.installed-system
+	$(BIN)/python -m pip install -q -e '.[dev,spark,databricks,kerberos]'
 	@touch $@
 
 demo: $(VENV)/.installed-base

@@ -47,7 +47,7 @@ RESULT_FIELDS = ("run_id", "job", "status", "points", "values_written", "request
 
 AuthKind = Literal["none", "basic", "bearer", "oidc", "kerberos"]
 ProgressMode = Literal["auto", "always", "never"]
-EmulatorAuth = Literal["anonymous", "basic", "bearer", "oidc"]
+EmulatorAuth = Literal["anonymous", "basic", "bearer", "oidc", "kerberos"]
 
 ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", "-c", help="TOML settings file (default: ./piflow.toml if it exists).")]

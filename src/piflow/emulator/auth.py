@@ -1,10 +1,11 @@
 """Authentication and CSRF defence as ASGI middleware, plus the OpenID Connect discovery and token endpoints.
 
 The emulator speaks the authentication methods a client meets in the field (``settings.auth.mode``):
-anonymous, Basic (domain accounts as ``DOMAIN\\user``), a static Bearer token, and OpenID Connect client
-credentials (PI Web API 2023+). OIDC tokens are opaque and deterministic (a keyed hash of seed, client and
-issue number) and expire on the VIRTUAL clock, so a test expires one by advancing the clock. WebSocket
-handshakes are checked like any request and refused before they are accepted.
+anonymous, Basic (domain accounts as ``DOMAIN\\user``), a static Bearer token, OpenID Connect client
+credentials (PI Web API 2023+), and Kerberos through SPNEGO (checked by GSSAPI against the keytab of a real
+KDC's service principal). OIDC tokens are opaque and deterministic (a keyed hash of seed, client and issue
+number) and expire on the VIRTUAL clock, so a test expires one by advancing the clock. WebSocket handshakes
+are checked like any request and refused before they are accepted.
 
 CSRF: POST, PUT, PATCH and DELETE under ``/piwebapi`` need an ``X-Requested-With`` header, as PI requires.
 Nothing here logs a header, a user name with its password, a secret or a token.
@@ -137,6 +138,22 @@ def check_oidc(tokens: TokenIssuer, authorization: str | None, now_ticks: int) -
     return None
 
 
+def check_negotiate(authorization: str | None) -> Refusal | None:
+    """A Kerberos SPNEGO token, accepted by GSSAPI with the service keytab (``KRB5_KTNAME``)."""
+    scheme, token = _split_scheme(authorization)
+    if scheme != "negotiate" or not token:
+        return Refusal(401, DENIED, "Negotiate")
+    try:
+        import spnego
+
+        ctx = spnego.server(protocol="negotiate")
+        ctx.step(base64.b64decode(token, validate=True))
+        accepted = ctx.complete
+    except Exception:  # no extra installed, a bad token, an unknown service key, a replay: all refusals
+        accepted = False
+    return None if accepted else Refusal(401, DENIED, "Negotiate")
+
+
 def check(state: EmulatorState, tokens: TokenIssuer, authorization: str | None) -> Refusal | None:
     """None when the request is authenticated under the configured mode."""
     settings = state.settings.auth
@@ -146,6 +163,8 @@ def check(state: EmulatorState, tokens: TokenIssuer, authorization: str | None) 
         return check_bearer(settings, authorization)
     if settings.mode == "oidc":
         return check_oidc(tokens, authorization, state.clock.now_ticks())
+    if settings.mode == "kerberos":
+        return check_negotiate(authorization)
     return None
 
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from piflow.emulator.model import ModelConfig
 
-AuthMode = Literal["anonymous", "basic", "bearer", "oidc"]
+AuthMode = Literal["anonymous", "basic", "bearer", "oidc", "kerberos"]
 
 
 class AuthSettings(BaseModel):
@@ -25,6 +25,8 @@ class AuthSettings(BaseModel):
     # oidc: client-credentials clients (client_id -> secret) and token lifetime
     oidc_clients: dict[str, str] = Field(default_factory=lambda: {"piflow": "piflow-secret"})
     token_ttl_s: float = 3600.0
+    # kerberos: SPNEGO tokens are checked with GSSAPI (the optional extra piflow[kerberos]) against the service
+    # keytab named by KRB5_KTNAME, as for any GSSAPI service; any principal the KDC vouches for is let in.
 
 
 class FaultSettings(BaseModel):
