@@ -56,10 +56,15 @@ def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray:
 
 def split_new_and_changed(fetched: pa.Table, existing: pa.Table) -> tuple[pa.Table, pa.Table]:
     """Rows of ``fetched`` whose key is not in ``existing``, and rows whose key is there with other content."""
-    if fetched.num_rows == 0:
-        return fetched, fetched
-    if existing.num_rows == 0:
-        return fetched, fetched.slice(0, 0)
+    new_rows, changed, _ = diff_rows(fetched, existing)
+    return new_rows, changed
+
+
+def diff_rows(fetched: pa.Table, existing: pa.Table) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """(rows of ``fetched`` with a new key, rows of ``fetched`` whose key holds other content, keys of
+    ``existing`` that ``fetched`` lacks), from one join (pure)."""
+    if fetched.num_rows == 0 or existing.num_rows == 0:
+        return fetched, fetched.slice(0, 0), existing.select(KEY)
     # The join runs on (webid as an integer, timestamp, seq): hashing integers instead of 60-character WebIDs
     # made it a third faster.
     ids = pc.unique(pa.chunked_array(fetched.column("webid").chunks + existing.column("webid").chunks))
@@ -67,52 +72,48 @@ def split_new_and_changed(fetched: pa.Table, existing: pa.Table) -> tuple[pa.Tab
     old = pa.table({"__point": pc.index_in(existing.column("webid"), value_set=ids),
                     "timestamp": existing.column("timestamp"), "seq": existing.column("seq"),
                     **{f"{c}__old": existing.column(c) for c in _COMPARE},
-                    "__present": pa.array(np.ones(existing.num_rows, dtype=np.bool_))})
+                    "__old_row": pa.array(np.arange(existing.num_rows, dtype=np.int64))})
     indexed = pa.table({"__point": pc.index_in(fetched.column("webid"), value_set=ids),
                         "timestamp": fetched.column("timestamp"), "seq": fetched.column("seq"),
                         **{c: fetched.column(c) for c in _COMPARE},
                         "__row": pa.array(np.arange(fetched.num_rows, dtype=np.int64))})
-    joined = indexed.join(old, keys=keys, join_type="left outer")
-    present = pc.fill_null(joined.column("__present"), False)
-    new_rows = pc.take(joined.column("__row"), pc.indices_nonzero(pc.invert(present)))
+    joined = indexed.join(old, keys=keys, join_type="full outer")
+    row, old_row = joined.column("__row"), joined.column("__old_row")
+    mine, theirs = pc.is_valid(row), pc.is_valid(old_row)
+    present = pc.and_(mine, theirs)
+    new_rows = pc.filter(row, pc.and_(mine, pc.invert(theirs)))
+    lacking = pc.filter(old_row, pc.and_(theirs, pc.invert(mine)))
     unchanged = present
     for c in _COMPARE:
         unchanged = pc.and_(unchanged, _same(joined.column(c), joined.column(f"{c}__old")))
-    changed_mask = pc.and_(present, pc.invert(unchanged))
-    changed_rows = pc.take(joined.column("__row"), pc.indices_nonzero(changed_mask))
-    return fetched.take(_sorted(new_rows)), fetched.take(_sorted(changed_rows))
+    changed_rows = pc.filter(row, pc.and_(present, pc.invert(unchanged)))
+    return (fetched.take(_sorted(new_rows)), fetched.take(_sorted(changed_rows)),
+            existing.select(KEY).take(_sorted(lacking)))
+
+
+def within_read(keys: pa.Table, covered_from: dict[str, int], end_ticks: int) -> pa.Table:
+    """The keys of rows inside the range their point was read completely (pure): [``covered_from[webid]``,
+    ``end_ticks``] in ticks, judged only when a row's whole microsecond lies inside it (the table truncates
+    PI's 100 ns ticks); points not in ``covered_from`` (not read, or unknown to the server) never are."""
+    if keys.num_rows == 0 or not covered_from:
+        return keys.slice(0, 0)
+    names = list(covered_from)
+    where = pc.index_in(keys.column("webid"), value_set=pa.array(names, pa.string()))
+    lower_us = np.array([-(-covered_from[w] // TICKS_PER_US) for w in names], dtype=np.int64)
+    idx = where.to_numpy(zero_copy_only=False)
+    known = ~np.isnan(idx) if idx.dtype.kind == "f" else np.ones(idx.shape[0], dtype=bool)
+    ts = keys.column("timestamp").cast(pa.int64()).to_numpy(zero_copy_only=False)
+    inside = known.copy()
+    inside[known] = ts[known] >= lower_us[idx[known].astype(np.int64)]
+    inside &= ts <= (end_ticks - (TICKS_PER_US - 1)) // TICKS_PER_US
+    return keys.filter(pa.array(inside))
 
 
 def deleted_in_source(fetched: pa.Table, existing: pa.Table, covered_from: dict[str, int], end_ticks: int
                       ) -> pa.Table:
-    """Keys of ``existing`` that the server no longer holds (pure): rows of a point inside the range it was
-    read completely ([``covered_from[webid]``, ``end_ticks``] in ticks) whose key ``fetched`` lacks.
-
-    A row is only judged when its whole microsecond lies inside that range (the table truncates PI's 100 ns
-    ticks), and points not in ``covered_from`` (not read, or unknown to the server) are never judged.
-    """
-    if existing.num_rows == 0 or not covered_from:
-        return existing.select(KEY).slice(0, 0)
-    names = list(covered_from)
-    where = pc.index_in(existing.column("webid"), value_set=pa.array(names, pa.string()))
-    lower_us = np.array([-(-covered_from[w] // TICKS_PER_US) for w in names], dtype=np.int64)
-    idx = where.to_numpy(zero_copy_only=False)
-    known = ~np.isnan(idx) if idx.dtype.kind == "f" else np.ones(idx.shape[0], dtype=bool)
-    ts = existing.column("timestamp").cast(pa.int64()).to_numpy(zero_copy_only=False)
-    inside = known.copy()
-    inside[known] = ts[known] >= lower_us[idx[known].astype(np.int64)]
-    inside &= ts <= (end_ticks - (TICKS_PER_US - 1)) // TICKS_PER_US
-    candidates = existing.filter(pa.array(inside)).select(KEY)
-    if candidates.num_rows == 0 or fetched.num_rows == 0:
-        return candidates
-    ids = pc.unique(pa.chunked_array(fetched.column("webid").chunks + candidates.column("webid").chunks))
-    left = pa.table({"__point": pc.index_in(candidates.column("webid"), value_set=ids),
-                     "timestamp": candidates.column("timestamp"), "seq": candidates.column("seq"),
-                     "__row": pa.array(np.arange(candidates.num_rows, dtype=np.int64))})
-    right = pa.table({"__point": pc.index_in(fetched.column("webid"), value_set=ids),
-                      "timestamp": fetched.column("timestamp"), "seq": fetched.column("seq")})
-    gone = left.join(right, keys=["__point", "timestamp", "seq"], join_type="left anti")
-    return candidates.take(_sorted(gone.column("__row")))
+    """Keys of ``existing`` that the server no longer holds (pure): rows inside the range their point was read
+    completely (see :func:`within_read`) whose key ``fetched`` lacks."""
+    return within_read(diff_rows(fetched, existing)[2], covered_from, end_ticks)
 
 
 def _sorted(indices: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -147,8 +148,8 @@ def commit_diff(sink: DeltaSink, fetched: pa.Table, webids: list[str], since_us:
     """
     if existing is None:
         existing = existing_rows(sink, webids, since_us)
-    gone = deleted_in_source(fetched, existing, *covered) if covered is not None else None
-    new_rows, changed = split_new_and_changed(fetched, existing)
+    new_rows, changed, lacking = diff_rows(fetched, existing)
+    gone = within_read(lacking, *covered) if covered is not None else None
     if new_rows.num_rows:
         sink.append("pi_values", new_rows, metadata=metadata)
     if changed.num_rows:
