@@ -52,7 +52,7 @@ async def test_a_ca_bundle_setting_verifies_the_server(tls_server: EmulatorServe
 
 async def test_an_unknown_certificate_is_refused_by_default_and_not_retried(tls_server: EmulatorServer) -> None:
     async with PiHttp(tls_server.url) as http:  # the default retry policy: a TLS failure is not retried
-        with pytest.raises(ConfigError, match=r"setting 'ca_bundle'.*certificate.*could not be verified"):
+        with pytest.raises(ConfigError, match=r"setting 'ca_bundle'.*signed by a CA this machine does not trust"):
             await http.get_json("system/status")
         assert http.requests == 1
 
@@ -62,8 +62,29 @@ async def test_a_plain_http_client_never_reaches_https_unverified(tls_server: Em
     with EmulatorServer(EmulatorSettings(points=10)) as plain:
         async with PiHttp(plain.url, retry=ONE_TRY) as http:
             assert "ServerTime" in await http.get_json("system/status")
-            with pytest.raises(ConfigError, match=r"(?i)certificate"):
+            with pytest.raises(ConfigError, match=r"setting 'url'.*base URL is plain http://"):
                 await http.get_json(f"{tls_server.url}/system/status")
+
+
+async def test_a_certificate_for_another_name_says_so(tls_server: EmulatorServer, ca_bundle: str) -> None:
+    other_name = tls_server.url.replace("127.0.0.1", "localhost")  # the certificate names 127.0.0.1 only
+    async with PiHttp(other_name, verify=ca_bundle, retry=ONE_TRY) as http:
+        with pytest.raises(ConfigError, match=r"setting 'url'.*issued for another host name"):
+            await http.get_json("system/status")
+
+
+async def test_a_hashed_ca_directory_verifies_the_server(tls_server: EmulatorServer, ca: trustme.CA,
+                                                         tmp_path: Path) -> None:
+    """``ca_bundle`` may name an OpenSSL CA directory (files named by subject hash, as c_rehash makes)."""
+    import subprocess
+
+    pem = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    subject_hash = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", str(pem)], capture_output=True,
+                                  text=True, check=True).stdout.strip()
+    (tmp_path / f"{subject_hash}.0").symlink_to(pem)
+    async with PiHttp(tls_server.url, verify=str(tmp_path), retry=ONE_TRY) as http:
+        assert "ServerTime" in await http.get_json("system/status")
 
 
 async def test_turning_verification_off_reaches_the_server(tls_server: EmulatorServer) -> None:

@@ -175,7 +175,8 @@ def parse_json(body: bytes, status: int, url: str, content_type: str = "") -> An
     return doc
 
 
-def _translate_transport(exc: httpx2.HTTPError, url: str, timeout_s: float) -> PiApiError | ConfigError:
+def _translate_transport(exc: httpx2.HTTPError, url: str, timeout_s: float, *,
+                         plain_http: bool = False) -> PiApiError | ConfigError:
     name = type(exc).__name__
     if isinstance(exc, httpx2.TimeoutException):
         return NetworkError(f"{name}: no answer within {timeout_s:g} s", url=url)
@@ -186,30 +187,52 @@ def _translate_transport(exc: httpx2.HTTPError, url: str, timeout_s: float) -> P
     if isinstance(exc, httpx2.DecodingError):
         return BadResponseError(f"{name}: the body could not be decoded: {exc}", url=url)
     tls = _tls_failure(exc)
-    if tls is not None:  # retrying cannot help: say which setting can
-        return ConfigError("ca_bundle", f"the TLS certificate of {url} could not be verified ({tls}); name the "
-                                        "CA that signed it (ca_bundle in piflow.toml, or PIFLOW_CA_BUNDLE)")
+    if tls is not None:  # retrying cannot help: say what can
+        return _tls_advice(tls, url, plain_http)
     return NetworkError(f"{name}: {exc or 'connection failed'}", url=url)
 
 
-def _tls_failure(exc: BaseException) -> str | None:
+# OpenSSL's verify codes: the issuer is not trusted (self-signed, unknown or missing CA) / the name does not match.
+_UNTRUSTED_ISSUER = frozenset({2, 18, 19, 20, 21})
+_WRONG_NAME = frozenset({62, 64})
+
+
+def _tls_advice(err: ssl.SSLCertVerificationError, url: str, plain_http: bool) -> ConfigError:
+    reason = str(err.verify_message or err.reason or err)
+    if plain_http:
+        return ConfigError("url", f"{url} is HTTPS but the base URL is plain http://, so no CA is trusted for it "
+                                  f"({reason}); give the https:// base URL")
+    if err.verify_code in _UNTRUSTED_ISSUER:
+        return ConfigError("ca_bundle", f"the TLS certificate of {url} is signed by a CA this machine does not "
+                                        f"trust ({reason}); name that CA (ca_bundle in piflow.toml, or "
+                                        "PIFLOW_CA_BUNDLE)")
+    if err.verify_code in _WRONG_NAME:
+        return ConfigError("url", f"the TLS certificate of {url} was issued for another host name ({reason}); "
+                                  "use the name it was issued for")
+    return ConfigError("url", f"the TLS certificate of {url} was refused ({reason})")
+
+
+def _tls_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     """The certificate verification error somewhere in ``exc``'s causes, if that is what failed."""
     seen: BaseException | None = exc
     for _ in range(8):
         if seen is None:
             return None
         if isinstance(seen, ssl.SSLCertVerificationError):
-            return str(seen.verify_message or seen.reason or seen)
+            return seen
         seen = seen.__cause__ or seen.__context__
     return None
 
 
 # ---- the client -----------------------------------------------------------------------------------------
 def _tls_context(verify: bool | str, *, plain: bool) -> ssl.SSLContext | bool:
-    """What the HTTP client verifies TLS with: a CA bundle file, the system's roots, or nothing (off)."""
+    """What the HTTP client verifies TLS with: a CA bundle (a PEM file, or an OpenSSL hashed directory), the
+    system's roots, or nothing (off)."""
     if verify is False:
         return False
     if isinstance(verify, str):
+        if os.path.isdir(verify):
+            return ssl.create_default_context(capath=verify)
         return ssl.create_default_context(cafile=verify)
     return _plain_http_context() if plain else True
 
@@ -375,7 +398,8 @@ class PiHttp:
                                              content=content, headers=headers)
         except httpx2.HTTPError as exc:
             _log.debug("%s %s -> %s", method, _path(url), type(exc).__name__)
-            raise self._scrubbed(_translate_transport(exc, shown, self.timeout_s)) from exc
+            raise self._scrubbed(_translate_transport(exc, shown, self.timeout_s,
+                                                      plain_http=self._base_url.startswith("http://"))) from exc
         except httpx2.InvalidURL as exc:
             raise ConfigError("url", f"invalid URL {shown}: {exc}") from exc
         self.bytes_received += resp.num_bytes_downloaded
