@@ -73,3 +73,35 @@ def test_group_size_keeps_every_call_slot_busy_when_points_are_few() -> None:
     assert group_size(3, 8, 0, 50) == 1
     assert group_size(100, 8, 20, 50) == 20  # what the user asked for wins
     assert group_size(0, 8, 0, 50) == 1
+
+
+async def test_all_or_none_cancels_the_others_when_one_fails() -> None:
+    import asyncio
+
+    import pytest
+
+    from piflow.jobs.common import all_or_none
+
+    cancelled: list[int] = []
+
+    async def slow(i: int) -> int:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(i)
+            raise
+        return i
+
+    async def fails() -> int:
+        await asyncio.sleep(0.01)
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await all_or_none([slow(1), fails(), slow(2)])
+    assert sorted(cancelled) == [1, 2]  # both were cancelled and awaited before the error surfaced
+
+    async def quick(i: int) -> int:
+        await asyncio.sleep(0.001 * (3 - i))
+        return i
+
+    assert await all_or_none(quick(i) for i in range(3)) == [0, 1, 2]  # results in order

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import logging
 import time
 import uuid
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from piflow.progress import Progress
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -145,3 +148,16 @@ def resolve_time(setting: str, text: str, now: datetime) -> datetime:
         return parse_pi_time(text, now)
     except ValueError as exc:
         raise ConfigError(setting, f"cannot parse PI time {text!r}") from exc
+
+
+async def all_or_none(coros: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run coroutines at once and return their results in order; when one fails, the others are cancelled
+    (and awaited) before its error is raised, so none keeps using a client that is about to close."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

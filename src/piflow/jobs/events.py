@@ -13,7 +13,6 @@ updated in place. Attribute values are read (one ``streamsets/{frame}/value`` pe
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import itertools
 import logging
@@ -44,7 +43,15 @@ from piflow.jobs.af import (
     stream_error,
     write_changes,
 )
-from piflow.jobs.common import RunRecorder, RunResult, open_client, resolve_time, server_now, take_client_counters
+from piflow.jobs.common import (
+    RunRecorder,
+    RunResult,
+    all_or_none,
+    open_client,
+    resolve_time,
+    server_now,
+    take_client_counters,
+)
 from piflow.pitime import format_ticks, from_ticks, parse_interval, parse_iso_ticks, to_ticks
 from piflow.progress import NullProgress, Progress
 from piflow.sinks.delta import DeltaSink
@@ -230,7 +237,7 @@ async def search_frames(client: PiClient, db: Database, start: datetime, end: da
                     rows[row["webid"]] = row
             progress.advance(len(page))
 
-    await asyncio.gather(*(one(a, b) for a, b in split_window(start, end, parts)))
+    await all_or_none(one(a, b) for a, b in split_window(start, end, parts))
     return list(rows.values())
 
 

@@ -22,6 +22,7 @@ from piflow import schema
 from piflow.jobs.common import (
     RunRecorder,
     RunResult,
+    all_or_none,
     open_client,
     points_to_read,
     resolve_time,
@@ -228,5 +229,5 @@ async def _read_groups(reader: RecordedReader, groups: list[tuple[int, list[Poin
         progress.advance(1, table.num_rows)
         return table
 
-    tables = await asyncio.gather(*(one(s, pts) for s, pts in groups if s <= end_ticks))
+    tables = await all_or_none(one(s, pts) for s, pts in groups if s <= end_ticks)
     return pa.concat_tables(tables) if tables else schema.PI_VALUES.empty_table()
