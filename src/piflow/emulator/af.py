@@ -330,9 +330,8 @@ class AfModel:
         self._defs: dict[str, tuple[AttrDef, ...]] = {}
         self._points: dict[str, PointSpec | None] = {}
         self._templates: dict[str, list[tuple[TemplateInfo, tuple[AttrDef, ...]]]] = {}
-        # Served records are derived once and kept until the model changes (``_changed`` bumps ``_gen``):
+        # Served records are derived once and kept until the model changes (``_changed`` replaces the dicts):
         # the AF benchmark reads every element and attribute once per page and each static value by WebID.
-        self._gen = 0
         self._element_infos: dict[_Node, ElementInfo] = {}
         self._attr_infos: dict[_Node, tuple[int, list[tuple[AttrDef, AttributeInfo]]]] = {}
         self._guid_defs: dict[_Node, dict[uuid.UUID, AttrDef]] = {}  # never stale: GUIDs and defs are fixed
@@ -546,12 +545,10 @@ class AfModel:
         return webids.full_object("Em", n.guid, path or self._path(n), owner=n.db.guid)
 
     def _info(self, n: _Node) -> ElementInfo:
-        info = self._element_infos.get(n)
+        cache = self._element_infos  # a change replaces the dict: a record computed across it lands in the old one
+        info = cache.get(n)
         if info is None:
-            gen = self._gen
-            info = self._make_info(n)
-            if gen == self._gen:  # not computed across a change
-                self._element_infos[n] = info
+            info = cache[n] = self._make_info(n)
         return info
 
     def _make_info(self, n: _Node) -> ElementInfo:
@@ -638,14 +635,13 @@ class AfModel:
     def _all_attr_infos(self, n: _Node) -> list[tuple[AttrDef, AttributeInfo]]:
         """Every attribute of a node with its definition (cached; point links depend on deleted points)."""
         deleted = len(self.state.deleted_points)
-        cached = self._attr_infos.get(n)
+        cache = self._attr_infos  # as in _info: a change replaces the dict, so nothing stale can stay
+        cached = cache.get(n)
         if cached is not None and cached[0] == deleted:
             return cached[1]
-        gen = self._gen
         info = self._info(n)
         infos = [(d, self._attr_info(n, d, info.webid, info.path)) for d in self._node_defs(n)]
-        if gen == self._gen:
-            self._attr_infos[n] = (deleted, infos)
+        cache[n] = (deleted, infos)
         return infos
 
     def _attr_of(self, n: _Node, d: AttrDef) -> AttributeInfo:
@@ -876,7 +872,6 @@ class AfModel:
 
     def _changed(self) -> None:
         """Forget everything derived from names, places and templates (call with the lock held)."""
-        self._gen += 1
         self._by_path = None
         self._element_infos = {}
         self._attr_infos = {}

@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import threading
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote_plus
@@ -31,6 +32,8 @@ from piflow.emulator.responses import error_response, json_response
 from piflow.emulator.settings import AuthSettings
 from piflow.emulator.state import EmulatorState
 from piflow.pitime import TICKS_PER_SECOND
+
+_log = logging.getLogger(__name__)
 
 BASE = "/piwebapi"
 DISCOVERY_PATH = "/piwebapi/.well-known/openid-configuration"
@@ -145,7 +148,10 @@ def check_negotiate(authorization: str | None) -> Refusal | None:
         return Refusal(401, DENIED, "Negotiate")
     try:
         import spnego
-
+    except ImportError:
+        _log.error("auth mode kerberos needs the optional extra piflow[kerberos] (pyspnego with gssapi)")
+        return Refusal(401, DENIED, "Negotiate")
+    try:
         ctx = spnego.server(protocol="negotiate")
         ctx.step(base64.b64decode(token, validate=True))
         accepted = ctx.complete

@@ -81,7 +81,7 @@ async def admin_delete_points(request: Request) -> Response:
 @router.post("/_emulator/values/delete")
 async def admin_delete_values(request: Request) -> Response:
     """Delete recorded events of one point (all events at each time) from the current virtual time on:
-    ``{"webId": "...", "times": ["2026-01-01T00:00:00Z", ...]}``."""
+    ``{"webId": "...", "times": ["2026-01-01T00:00:00Z", ...]}``; answers how many of the times held one."""
     st = request_state(request)
     body = await _json_body(request)
     webid, times = body.get("webId"), body.get("times")
