@@ -14,9 +14,15 @@ $(VENV)/.installed-base: pyproject.toml
 
 # The Kerberos tests run a real KDC (MIT krb5 from Debian's packages), and the kerberos extra compiles
 # python-gssapi and krb5 against its headers: install them when they are missing (as root, or with sudo).
-KRB5_PACKAGES := krb5-kdc krb5-admin-server krb5-user libkrb5-dev
+KRB5_PACKAGES := krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc python3-dev
 $(VENV)/.installed-system: $(VENV)/.installed-base
 	@if ! PATH="$$PATH:/usr/sbin:/sbin" command -v krb5kdc >/dev/null || ! command -v krb5-config >/dev/null; then \
+	  if ! command -v apt-get >/dev/null; then \
+	    echo "make test needs MIT Kerberos: a KDC (krb5kdc, kdb5_util, kadmin.local, kinit) and its development"; \
+	    echo "files (krb5-config). Not Debian/Ubuntu? e.g. Fedora: dnf install krb5-server krb5-workstation"; \
+	    echo "krb5-devel gcc python3-devel; macOS: brew install krb5 (and put its bin/ and sbin/ on PATH)."; \
+	    exit 1; \
+	  fi; \
 	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(KRB5_PACKAGES) \
 	  || { $$sudo apt-get update -q && \

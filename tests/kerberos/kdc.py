@@ -5,6 +5,7 @@ krb5-admin-server and krb5-user (the Makefile installs them), nothing system-wid
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -76,6 +77,11 @@ def kdc(tmp: Path) -> Iterator[Realm]:
     kdc = FILE:{tmp}/kdc.log
 """)
     (tmp / "kadm5.acl").write_text("")
+    missing = [b for b in ("krb5kdc", "kdb5_util", "kadmin.local", "kinit")
+               if shutil.which(b, path=_PATH["PATH"]) is None]
+    if missing:
+        raise RuntimeError(f"MIT Kerberos tools missing: {', '.join(missing)} (Debian: apt-get install krb5-kdc "
+                           "krb5-admin-server krb5-user; `make test` does this)")
     env = {"KRB5_CONFIG": str(tmp / "krb5.conf"), "KRB5_KDC_PROFILE": str(tmp / "kdc.conf"),
            "KRB5_KTNAME": f"FILE:{tmp}/http.keytab", "KRB5CCNAME": f"FILE:{tmp}/ccache"}
     realm = Realm(tmp, env, "alice", "Alice-Test-Passw0rd")
@@ -92,7 +98,9 @@ def kdc(tmp: Path) -> Iterator[Realm]:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"krb5kdc did not start: {proc.stderr.read() if proc.stderr else b''!r}")
+                proc.kill()
+                _, err = proc.communicate(timeout=10)
+                raise RuntimeError(f"krb5kdc did not start: {err!r}")
             time.sleep(0.05)
         yield realm
     finally:
