@@ -30,6 +30,14 @@ def emulator_cmd(port: int, points: int, *extra: str, seed: int = 7) -> list[str
 def serving(cmd: Sequence[str], port: int, *, timeout_s: float = 60.0, env: dict[str, str] | None = None
             ) -> Iterator[str]:
     """Start a server process, wait until its ``system/status`` answers, yield its base URL, then stop it."""
+    with serving_process(cmd, port, timeout_s=timeout_s, env=env) as (url, _):
+        yield url
+
+
+@contextmanager
+def serving_process(cmd: Sequence[str], port: int, *, timeout_s: float = 60.0, env: dict[str, str] | None = None
+                    ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`serving`, yielding the process too (for a benchmark that measures its CPU)."""
     proc = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     url = f"http://127.0.0.1:{port}/piwebapi"
     try:
@@ -44,7 +52,7 @@ def serving(cmd: Sequence[str], port: int, *, timeout_s: float = 60.0, env: dict
                 err = proc.stderr.read().decode() if proc.stderr and proc.poll() is not None else ""
                 raise RuntimeError(f"emulator did not start: {err}")
             time.sleep(0.05)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:

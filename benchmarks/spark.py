@@ -28,9 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx2
-
-from _support import free_port
+from _support import emulator_cmd, free_port, serving_process
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = {"start": (NOW - timedelta(days=1)).isoformat(), "end": NOW.isoformat()}
@@ -41,25 +39,8 @@ DAY = {"start": (NOW - timedelta(days=1)).isoformat(), "end": NOW.isoformat()}
 @contextmanager
 def emulator(points: int) -> Iterator[tuple[str, int]]:
     port = free_port()
-    cmd = [sys.executable, "-m", "piflow", "emulator", "--port", str(port), "--points", str(points), "--seed", "7",
-           "--now", NOW.isoformat().replace("+00:00", "Z"), "--frozen"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/piwebapi"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx2.get(f"{url}/system/status", timeout=1).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"emulator did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
-            time.sleep(0.05)
+    with serving_process(emulator_cmd(port, points, "--frozen"), port) as (url, proc):
         yield url, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def child(kind: str, **spec: Any) -> dict[str, Any]:
