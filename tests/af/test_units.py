@@ -12,7 +12,6 @@ from piflow.client.api import BatchItem
 from piflow.jobs.af import (
     PointRef,
     link_webid,
-    merge_changes,
     point_of,
     point_path_hint,
     point_queries,
@@ -22,6 +21,7 @@ from piflow.jobs.af import (
     sub_items,
     value_text,
 )
+from piflow.jobs.common import merge_changes
 from piflow.jobs.events import pi_datetime
 
 T = datetime(2026, 1, 1, tzinfo=UTC)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -37,7 +36,7 @@ from piflow import af_schema
 from piflow.client.api import BatchItem
 from piflow.client.http import errors_of
 from piflow.errors import NotFoundError, PiApiError
-from piflow.jobs.common import RunRecorder, RunResult, open_client, take_client_counters
+from piflow.jobs.common import RunRecorder, RunResult, merge_changes, open_client, take_client_counters
 from piflow.progress import NullProgress, Progress
 from piflow.sinks.delta import DeltaSink
 
@@ -350,32 +349,6 @@ def read_rows(sink: DeltaSink, name: str) -> list[Row]:
         return []
     rows: list[Row] = sink.read(name).to_pylist()
     return rows
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    return bool(a == b)
-
-
-def merge_changes(existing: Iterable[Row], current: Iterable[Row], compared: Sequence[str],
-                  in_scope: Callable[[Row], bool], now: datetime) -> list[Row]:
-    """Rows to merge on ``webid``: new rows, changed rows (keeping ``first_seen``) and tombstones for rows in
-    scope that vanished (pure). Unchanged rows are not returned, so an unchanged source commits nothing."""
-    old = {r["webid"]: r for r in existing}
-    out: list[Row] = []
-    seen: set[str] = set()
-    for row in current:
-        seen.add(row["webid"])
-        prev = old.get(row["webid"])
-        if prev is None:
-            out.append(row)
-        elif not all(_same(prev.get(k), row.get(k)) for k in compared):
-            out.append({**row, "first_seen": prev["first_seen"]})
-    for webid, prev in old.items():
-        if webid not in seen and not prev["is_deleted"] and in_scope(prev):
-            out.append({**prev, "is_deleted": True, "last_seen": now})
-    return out
 
 
 def write_changes(sink: DeltaSink, name: str, rows: list[Row], schema: pa.Schema, key: Sequence[str],

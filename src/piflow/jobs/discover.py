@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from piflow import schema
 from piflow.errors import NotFoundError
-from piflow.jobs.common import RunRecorder, RunResult, open_client, take_client_counters
+from piflow.jobs.common import RunRecorder, RunResult, merge_changes, open_client, take_client_counters
 from piflow.progress import NullProgress, Progress
 from piflow.sinks.delta import DeltaSink
 
@@ -39,22 +39,9 @@ def point_row(obj: dict[str, Any], server: str, now: datetime) -> dict[str, Any]
 def catalog_changes(existing: list[dict[str, Any]], current: list[dict[str, Any]], server: str, name_filter: str,
                     now: datetime) -> list[dict[str, Any]]:
     """Rows to merge: new or changed points, and tombstones for points of this scope that vanished (pure)."""
-    old = {r["webid"]: r for r in existing}
-    out: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for row in current:
-        seen.add(row["webid"])
-        prev = old.get(row["webid"])
-        if prev is None:
-            out.append(row)
-        elif any(prev.get(k) != row.get(k) for k in _COMPARED):
-            out.append({**row, "first_seen": prev["first_seen"]})
     pattern = name_filter.upper()
-    for webid, prev in old.items():
-        in_scope = prev["server"] == server and fnmatch.fnmatchcase(prev["name"].upper(), pattern)
-        if in_scope and webid not in seen and not prev["is_deleted"]:
-            out.append({**prev, "is_deleted": True, "last_seen": now})
-    return out
+    return merge_changes(existing, current, _COMPARED,
+                         lambda r: r["server"] == server and fnmatch.fnmatchcase(r["name"].upper(), pattern), now)
 
 
 async def run_discover(settings: PiflowSettings, progress: Progress | None = None) -> RunResult:
