@@ -21,9 +21,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from piflow import webid as webids
 from piflow.emulator import AuthSettings, EmulatorSettings, FaultSettings
-from piflow.emulator.model import K_DIGITAL, K_NUMBER, K_STRING, K_SYSTEM, K_TIMESTAMP, Events, PointSpec
+from piflow.emulator.model import Events, PointSpec
 from piflow.emulator.server import EmulatorServer
 from piflow.emulator.state import EmulatorState
+from piflow.emulator.truth import pi_value
 from piflow.pitime import TICKS_PER_SECOND, format_ticks
 
 pytestmark = pytest.mark.loopback
@@ -48,16 +49,6 @@ def server_for() -> Iterator[MakeServer]:
 
 
 # ---- expectations ------------------------------------------------------------------------------------------
-
-def pi_value(ev: Events, i: int) -> Any:
-    kind = int(ev.kind[i])
-    if kind == K_NUMBER:
-        return int(ev.number[i]) if ev.point.point_type == "Int32" else float(ev.number[i])
-    if kind in (K_STRING, K_TIMESTAMP):
-        return ev.string_value(i)
-    assert kind in (K_DIGITAL, K_SYSTEM)
-    return {"Name": ev.state_name(i), "Value": int(ev.code[i]), "IsSystem": kind == K_SYSTEM}
-
 
 def pi_values(ev: Events, idx: list[int]) -> list[dict[str, Any]]:
     return [{"Timestamp": format_ticks(int(ev.ticks[i])), "Value": pi_value(ev, i),

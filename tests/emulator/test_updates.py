@@ -13,8 +13,9 @@ from starlette.testclient import TestClient
 from piflow import webid as webids
 from piflow.emulator import EmulatorSettings, create_app, state_of
 from piflow.emulator import routes_streaming as rs
-from piflow.emulator.model import K_DIGITAL, K_NUMBER, K_STRING, K_SYSTEM, K_TIMESTAMP, Events, PointSpec
+from piflow.emulator.model import PointSpec
 from piflow.emulator.state import EmulatorState
+from piflow.emulator.truth import pi_value
 from piflow.pitime import TICKS_PER_SECOND, format_ticks
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -33,16 +34,6 @@ def app_client() -> Iterator[tuple[TestClient, EmulatorState]]:
 
 
 # ---- expectations built from the model, independently of the code under test -----------------------------
-
-def pi_value(ev: Events, i: int) -> Any:
-    kind = int(ev.kind[i])
-    if kind == K_NUMBER:
-        return int(ev.number[i]) if ev.point.point_type == "Int32" else float(ev.number[i])
-    if kind in (K_STRING, K_TIMESTAMP):
-        return ev.string_value(i)
-    assert kind in (K_DIGITAL, K_SYSTEM)
-    return {"Name": ev.state_name(i), "Value": int(ev.code[i]), "IsSystem": kind == K_SYSTEM}
-
 
 def expected_events(state: EmulatorState, p: PointSpec, t0: int, t1: int) -> list[dict[str, Any]]:
     """Events the server holds at t1 but did not hold (with that value) at t0, over a two-day window."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +27,17 @@ _US_PER_DAY = 86_400_000_000
 _CHUNK_SLOTS = 1 << 20  # model calls over at most this many sampling slots (bounded memory)
 
 TRUTH_SCHEMA = pa.schema([schema.PI_VALUES.field(name) for name in schema.PI_VALUES_CONTENT])
+
+
+def pi_value(ev: Events, i: int) -> Any:
+    """The ``Value`` PI's JSON should carry for event ``i``, from the model (for tests of served bodies)."""
+    kind = int(ev.kind[i])
+    if kind == K_NUMBER:
+        return int(ev.number[i]) if ev.point.point_type == "Int32" else float(ev.number[i])
+    if kind in (K_STRING, K_TIMESTAMP):
+        return ev.string_value(i)
+    assert kind in (K_DIGITAL, K_SYSTEM)
+    return {"Name": ev.state_name(i), "Value": int(ev.code[i]), "IsSystem": kind == K_SYSTEM}
 
 
 def recorded_truth(state: EmulatorState, points: Sequence[PointSpec], start: datetime, end: datetime,
