@@ -542,6 +542,24 @@ def is_point_reference(attr: Json) -> bool:
     return str(attr.get("DataReferencePlugIn") or "").strip().upper() == "PI POINT"
 
 
+async def items_per_ask(client: PiClient, path: str, asks: Sequence[tuple[str, str]], fields: str, *,
+                        chunk: int = CHUNK, each: str = "item") -> list[Any]:
+    """One answer item per ask, in order: the asks (query parameters such as ``("webId", w)``) chunked into
+    ``path`` calls sent through ``/batch``. Raises when a call fails or does not hold one item per ask."""
+    groups = [asks[i:i + chunk] for i in range(0, len(asks), chunk)]
+    resources = [resource(path, [*g, ("selectedFields", fields)]) for g in groups]
+    out: list[Any] = []
+    for group, answer in zip(groups, await fetch_many(client, resources), strict=True):
+        exc = item_error(answer, path)
+        if exc is not None:
+            raise exc
+        items = answer.content.get("Items") if isinstance(answer.content, dict) else None
+        if not isinstance(items, list) or len(items) != len(group):
+            raise PiApiError(f"{path}: the answer does not hold one item per {each} asked for", url=answer.resource)
+        out.extend(items)
+    return out
+
+
 async def resolve_points(client: PiClient, paths: Sequence[str], webids: Sequence[str],
                          chunk: int = CHUNK) -> dict[str, PointRef]:
     """``points/multiple`` by path (and by WebID for the rest), chunked into ``/batch`` calls.
@@ -551,21 +569,9 @@ async def resolve_points(client: PiClient, paths: Sequence[str], webids: Sequenc
     asks = [("path", p) for p in paths] + [("webId", w) for w in webids]
     if not asks:
         return {}
-    groups = [asks[i:i + chunk] for i in range(0, len(asks), chunk)]
-    resources = [resource("points/multiple", [*g, ("selectedFields", POINT_FIELDS)]) for g in groups]
-    answers = await fetch_many(client, resources)
-    out: dict[str, PointRef] = {}
-    for group, answer in zip(groups, answers, strict=True):
-        exc = item_error(answer, "points/multiple")
-        if exc is not None:
-            raise exc
-        items = answer.content.get("Items") if isinstance(answer.content, dict) else None
-        if not isinstance(items, list) or len(items) != len(group):
-            raise PiApiError("points/multiple: the answer does not hold one item per point asked for",
-                             url=answer.resource)
-        for (kind, ident), item in zip(group, items, strict=True):
-            out[ident.upper() if kind == "path" else ident] = _point_ref(kind, ident, item)
-    return out
+    items = await items_per_ask(client, "points/multiple", asks, POINT_FIELDS, chunk=chunk, each="point")
+    return {ident.upper() if kind == "path" else ident: _point_ref(kind, ident, item)
+            for (kind, ident), item in zip(asks, items, strict=True)}
 
 
 def _point_ref(kind: str, ident: str, item: Any) -> PointRef:
@@ -603,21 +609,9 @@ async def read_static_values(client: PiClient, webids: Sequence[str], chunk: int
     """Current values of static attributes with ad hoc ``streamsets/value`` calls, chunked into ``/batch``."""
     if not webids:
         return {}
-    groups = [webids[i:i + chunk] for i in range(0, len(webids), chunk)]
-    resources = [resource("streamsets/value", [*(("webId", w) for w in g), ("selectedFields", VALUE_FIELDS)])
-                 for g in groups]
-    out: dict[str, Json] = {}
-    for group, answer in zip(groups, await fetch_many(client, resources), strict=True):
-        exc = item_error(answer, "streamsets/value")
-        if exc is not None:
-            raise exc
-        items = answer.content.get("Items") if isinstance(answer.content, dict) else None
-        if not isinstance(items, list) or len(items) != len(group):
-            raise PiApiError("streamsets/value: the answer does not hold one item per attribute asked for",
-                             url=answer.resource)
-        for webid, item in zip(group, items, strict=True):
-            out[webid] = item if isinstance(item, dict) else {}
-    return out
+    items = await items_per_ask(client, "streamsets/value", [("webId", w) for w in webids], VALUE_FIELDS,
+                                chunk=chunk, each="attribute")
+    return {w: item if isinstance(item, dict) else {} for w, item in zip(webids, items, strict=True)}
 
 
 # =====================================================================================================================
