@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import httpx2
 
@@ -18,6 +20,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def run_child(script: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """``python script --child SPEC`` in a new process (so its CPU and peak RSS are its own); the JSON report it
+    prints last."""
+    out = subprocess.run([sys.executable, script, "--child", json.dumps(spec)], capture_output=True, text=True,
+                         check=False)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def emulator_cmd(port: int, points: int, *extra: str, seed: int = 7) -> list[str]:

@@ -17,8 +17,6 @@ import json
 import os
 import resource
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,7 +27,7 @@ from typing import Any
 
 import httpx2
 
-from _support import emulator_cmd, free_port, serving
+from _support import emulator_cmd, free_port, run_child, serving
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -43,11 +41,7 @@ def emulator(points: int, *extra: str) -> Iterator[str]:
 
 def job(kind: str, url: str, target: str, **kw: Any) -> dict[str, Any]:
     """Run one job in a child process (so its peak RSS is its own) and return its JSON report."""
-    args = json.dumps({"kind": kind, "url": url, "target": target, **kw})
-    out = subprocess.run([sys.executable, __file__, "--child", args], capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-3000:])
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    return run_child(__file__, {"kind": kind, "url": url, "target": target, **kw})
 
 
 def child(spec: dict[str, Any]) -> None:

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from _support import emulator_cmd, free_port, serving_process
+from _support import emulator_cmd, free_port, run_child, serving_process
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = {"start": (NOW - timedelta(days=1)).isoformat(), "end": NOW.isoformat()}
@@ -44,11 +43,7 @@ def emulator(points: int) -> Iterator[tuple[str, int]]:
 
 
 def child(kind: str, **spec: Any) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps({"kind": kind, **spec})],
-                         capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-3000:])
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    return run_child(__file__, {"kind": kind, **spec})
 
 
 def run_laptop(spec: dict[str, Any]) -> dict[str, Any]:
