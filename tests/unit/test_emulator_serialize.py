@@ -15,5 +15,5 @@ def test_good_value_dict_matches_the_column_path(value: object, units: str) -> N
     ticks = parse_iso_ticks("2025-06-30T12:34:56.789Z")
     raw = orjson.dumps(value)
     reference = value_dicts(ValueColumns.single(ticks, raw), StreamFormat(units, False, ()))[0]
-    assert good_value_dict(ticks, raw, units) == reference
-    assert list(good_value_dict(ticks, raw, units)) == list(reference)  # PI's field order too
+    assert good_value_dict(ticks, orjson.loads(raw), units) == reference
+    assert list(good_value_dict(ticks, orjson.loads(raw), units)) == list(reference)  # PI's field order too

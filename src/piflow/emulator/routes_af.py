@@ -36,6 +36,7 @@ from piflow.emulator.eventframes import (
 )
 from piflow.emulator.query import QueryArgs, bad_param, page, parse_selected_fields, prune
 from piflow.emulator.responses import json_response, pi_error
+from piflow.emulator.serialize import good_value_dict
 from piflow.emulator.state import EmulatorState
 from piflow.pitime import format_ticks
 
@@ -196,11 +197,6 @@ def frame_json(f: FrameInfo, base: str, database_webid: str, template_webid: str
         "AreValuesCaptured": f.are_values_captured, "RefElementWebIds": list(f.ref_element_webids),
         "Security": {}, "Links": links,
     }
-
-
-def value_json(value: object, units: str, ticks: int) -> dict[str, Any]:
-    return {"Timestamp": format_ticks(ticks), "Value": value, "UnitsAbbreviation": units, "Good": True,
-            "Questionable": False, "Substituted": False, "Annotated": False}
 
 
 def filter_elements(items: list[ElementInfo], name: str | None, template: str | None,
@@ -521,7 +517,7 @@ async def event_frame_attributes(web_id: str, request: Request) -> Response:
     out = []
     for a in _paged(request, items):
         body = attribute_json(a, base)
-        body["Value"] = value_json(a.static_value, a.units_abbreviation, f.start)
+        body["Value"] = good_value_dict(f.start, a.static_value, a.units_abbreviation)
         out.append(body)
     return _list(request, out)
 

@@ -174,11 +174,12 @@ def value_dicts(cols: ValueColumns, fmt: StreamFormat, fields: Sequence[str] = V
     return out
 
 
-def good_value_dict(ticks: int, value_json: bytes, units: str) -> dict[str, Any]:
-    """The dict :func:`value_dicts` gives for ``ValueColumns.single(ticks, value_json)``, without arrays: a
-    static attribute's value, asked one at a time by the thousand (numpy on one-element arrays also hands the
-    GIL back and forth with the event loop, which cost milliseconds per value under load)."""
-    return {"Timestamp": format_ticks(ticks), "Value": orjson.loads(value_json), "UnitsAbbreviation": units,
+def good_value_dict(ticks: int, value: object, units: str) -> dict[str, Any]:
+    """One good value as PI serves it: what :func:`value_dicts` gives for ``ValueColumns.single(ticks,
+    orjson.dumps(value))``, without arrays. Static attribute values are asked one at a time by the thousand
+    (numpy on one-element arrays also hands the GIL back and forth with the event loop, which cost milliseconds
+    per value under load)."""
+    return {"Timestamp": format_ticks(ticks), "Value": value, "UnitsAbbreviation": units,
             "Good": True, "Questionable": False, "Substituted": False, "Annotated": False}
 
 

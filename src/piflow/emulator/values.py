@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from piflow.emulator.model import K_NUMBER, K_SYSTEM, Events, Model, PointSpec, empty_events
 from piflow.emulator.responses import pi_error
@@ -408,7 +409,8 @@ def single_value(st: EmulatorState, s: Stream, at: int | None, mode: str = "Inte
     t = now if at is None else at
     if s.point is None and t >= origin:
         assert s.static_json is not None
-        return good_value_dict(t if at is not None and mode == "Interpolated" else origin, s.static_json, s.units)
+        return good_value_dict(t if at is not None and mode == "Interpolated" else origin, orjson.loads(s.static_json),
+                               s.units)
     if s.point is None:
         cols = _static_at(s, np.array([t]), origin)
         if at is None or mode != "Interpolated":
