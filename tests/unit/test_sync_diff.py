@@ -54,7 +54,10 @@ def test_catalog_changes_insert_update_tombstone_and_noop() -> None:
 
 
 def test_deleted_in_source_judges_only_what_was_read_completely() -> None:
-    from piflow.jobs.sync import deleted_in_source
+    from piflow.jobs.sync import diff_rows, within_read
+
+    def deleted_in_source(fetched: pa.Table, existing: pa.Table, covered: dict[str, int], end: int) -> pa.Table:
+        return within_read(diff_rows(fetched, existing)[2], covered, end)  # what commit_diff deletes
 
     tick = 10_000_000  # ticks per second
     existing = values([("A", 10, 0, 1.0), ("A", 20, 0, 2.0), ("A", 20, 1, 2.1), ("A", 30, 0, 3.0),

@@ -110,13 +110,6 @@ def within_read(keys: pa.Table, covered_from: dict[str, int], end_ticks: int) ->
     return keys.filter(pa.array(inside))
 
 
-def deleted_in_source(fetched: pa.Table, existing: pa.Table, covered_from: dict[str, int], end_ticks: int
-                      ) -> pa.Table:
-    """Keys of ``existing`` that the server no longer holds (pure): rows inside the range their point was read
-    completely (see :func:`within_read`) whose key ``fetched`` lacks."""
-    return within_read(diff_rows(fetched, existing)[2], covered_from, end_ticks)
-
-
 def _sorted(indices: pa.Array | pa.ChunkedArray) -> pa.Array:
     """Row numbers in ascending order, so the server's order survives the join."""
     return pc.take(indices, pc.sort_indices(indices))
