@@ -10,7 +10,6 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from piflow import schema
 from piflow.config import PiflowSettings
 from piflow.emulator import EmulatorSettings
 from piflow.emulator.server import EmulatorServer
@@ -37,19 +36,3 @@ def table_of(target: Path, name: str = "pi_values") -> pa.Table:
     return DeltaSink(str(target)).read(name)
 
 
-def content(table: pa.Table) -> pa.Table:
-    """The PI-event columns, in a canonical order, for comparison with ground truth."""
-    cols = list(schema.PI_VALUES_CONTENT)
-    return table.select(cols).sort_by([("webid", "ascending"), ("timestamp", "ascending"), ("seq", "ascending")])
-
-
-def assert_same_rows(actual: pa.Table, expected: pa.Table) -> None:
-    a, e = content(actual), content(expected)
-    keys = a.select(list(schema.PI_VALUES_KEY)).to_pylist()
-    assert len(keys) == len({tuple(k.values()) for k in keys}), "duplicate keys in the table"
-    assert a.num_rows == e.num_rows, f"{a.num_rows} rows in Delta, {e.num_rows} in ground truth"
-    for name in a.column_names:
-        left, right = a.column(name).to_pylist(), e.column(name).to_pylist()
-        if left != right:
-            i = next(i for i, (x, y) in enumerate(zip(left, right, strict=True)) if x != y and not (x != x and y != y))
-            pytest.fail(f"column {name} differs at row {i}: {a.slice(i, 1).to_pylist()} vs {e.slice(i, 1).to_pylist()}")

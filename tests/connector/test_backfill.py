@@ -13,8 +13,9 @@ from piflow.emulator.truth import recorded_truth
 from piflow.jobs.backfill import run_backfill
 from piflow.jobs.common import selected_points
 from piflow.sinks.delta import DeltaSink
+from tests.rows import assert_same_rows
 
-from .conftest import T0, assert_same_rows, settings_for, table_of
+from .conftest import T0, settings_for, table_of
 
 
 def truth_for(srv: EmulatorServer, target: Path, start, end):  # type: ignore[no-untyped-def]

@@ -18,8 +18,9 @@ from piflow.emulator.server import EmulatorServer
 from piflow.emulator.truth import recorded_truth
 from piflow.jobs.common import selected_points
 from piflow.sinks.delta import DeltaSink
+from tests.rows import assert_same_rows
 
-from .conftest import FILTER, T0, assert_same_rows, table_of
+from .conftest import FILTER, T0, table_of
 
 pytestmark = [pytest.mark.loopback, pytest.mark.slow]
 

@@ -16,8 +16,9 @@ from piflow.jobs.backfill import run_backfill
 from piflow.jobs.common import selected_points
 from piflow.jobs.discover import run_discover
 from piflow.sinks.delta import DeltaSink
+from tests.rows import assert_same_rows
 
-from .conftest import T0, assert_same_rows, settings_for, table_of
+from .conftest import T0, settings_for, table_of
 
 pytestmark = pytest.mark.loopback
 

@@ -18,8 +18,9 @@ from piflow.errors import BadResponseError
 from piflow.jobs.reader import RecordedReader
 from piflow.pitime import to_ticks
 from piflow.planner import PointRef
+from tests.rows import assert_same_rows
 
-from .conftest import T0, assert_same_rows
+from .conftest import T0
 
 
 def refs(srv: EmulatorServer, indices: Sequence[int]) -> list[PointRef]:

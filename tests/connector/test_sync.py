@@ -17,8 +17,9 @@ from piflow.jobs.status import status_rows
 from piflow.jobs.sync import run_sync
 from piflow.jobs.watermarks import read_watermarks
 from piflow.sinks.delta import DeltaSink
+from tests.rows import assert_same_rows
 
-from .conftest import T0, assert_same_rows, settings_for, table_of
+from .conftest import T0, settings_for, table_of
 
 
 def truth(srv: EmulatorServer, target: Path, start: datetime, end: datetime):  # type: ignore[no-untyped-def]

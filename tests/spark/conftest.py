@@ -17,7 +17,6 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from piflow import schema
 from piflow.emulator import EmulatorSettings
 from piflow.emulator.model import PointSpec
 from piflow.emulator.server import EmulatorServer
@@ -59,24 +58,6 @@ def specs(srv: EmulatorServer) -> list[PointSpec]:
 
 def truth(srv: EmulatorServer, start: datetime, end: datetime, points: list[PointSpec] | None = None) -> pa.Table:
     return recorded_truth(srv.state, points if points is not None else specs(srv), start, end)
-
-
-def content(table: pa.Table) -> pa.Table:
-    """The PI-event columns in a canonical row order."""
-    return table.select(list(schema.PI_VALUES_CONTENT)).sort_by(
-        [("webid", "ascending"), ("timestamp", "ascending"), ("seq", "ascending")])
-
-
-def assert_same_rows(actual: pa.Table, expected: pa.Table) -> None:
-    a, e = content(actual), content(expected)
-    keys = a.select(list(schema.PI_VALUES_KEY)).to_pylist()
-    assert len(keys) == len({tuple(k.values()) for k in keys}), "duplicate keys"
-    assert a.num_rows == e.num_rows, f"{a.num_rows} rows read, {e.num_rows} in ground truth"
-    for name in a.column_names:
-        left, right = a.column(name).to_pylist(), e.column(name).to_pylist()
-        if left != right:
-            i = next(i for i, (x, y) in enumerate(zip(left, right, strict=True)) if x != y and not (x != x and y != y))
-            pytest.fail(f"column {name} differs at row {i}: {a.slice(i, 1).to_pylist()} vs {e.slice(i, 1).to_pylist()}")
 
 
 def arrow_of(df: DataFrame) -> pa.Table:

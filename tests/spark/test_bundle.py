@@ -20,8 +20,9 @@ from piflow.spark import jobs
 from piflow.spark.bundle import BundleConfig, config_from_settings, documents, job_key, write_bundle
 from piflow.spark.options import SourceOptions
 from piflow.spark.plan import Shard, jump_hash
+from tests.rows import assert_same_rows
 
-from .conftest import T0, arrow_of, assert_same_rows, specs, truth
+from .conftest import T0, arrow_of, specs, truth
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,9 @@ from piflow.emulator import EmulatorSettings
 from piflow.emulator.server import EmulatorServer
 from piflow.pitime import from_ticks, to_ticks
 from piflow.spark.plan import Shard
+from tests.rows import assert_same_rows
 
-from .conftest import HOUR, T0, US, arrow_of, assert_same_rows, reader, specs, truth
+from .conftest import HOUR, T0, US, arrow_of, reader, specs, truth
 
 pytestmark = pytest.mark.slow
 

@@ -26,8 +26,9 @@ from piflow import schema
 from piflow.emulator.server import EmulatorServer
 from piflow.spark.lakeflow import PiLakeflowConnect
 from piflow.spark.plan import decode_offset, point_key
+from tests.rows import assert_same_rows
 
-from .conftest import T0, assert_same_rows, specs, truth
+from .conftest import T0, specs, truth
 
 pytestmark = pytest.mark.slow
 

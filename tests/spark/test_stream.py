@@ -25,8 +25,9 @@ from piflow.emulator.server import EmulatorServer
 from piflow.pitime import from_ticks, to_ticks
 from piflow.spark.plan import decode_offset
 from piflow.spark.writer import MicroBatchWriter, app_id_for
+from tests.rows import assert_same_rows
 
-from .conftest import T0, arrow_of, assert_same_rows, truth
+from .conftest import T0, arrow_of, truth
 
 pytestmark = pytest.mark.slow
 
