@@ -143,16 +143,15 @@ async def test_recorded_bytes_covers_the_window_asked_for() -> None:
     assert [i["Timestamp"] for i in slim_items] == [i["Timestamp"] for i in items]
 
 
-async def test_streamset_recorded_bytes_repeats_web_id() -> None:
+async def test_streamset_recorded_page_repeats_web_id() -> None:
     app, pi = emulator_client()
     model = state_of(app).model
     specs = [model.point(0, i) for i in (0, 5, 9)]
     async with pi:
-        raw = await pi.streamset_recorded_bytes([p.webid for p in specs], NOW - timedelta(hours=6), NOW,
+        page = await pi.streamset_recorded_page([p.webid for p in specs], NOW - timedelta(hours=6), NOW,
                                                 max_count=5)
-    streams = orjson.loads(raw)["Items"]
-    assert [s["Name"] for s in streams] == [p.name for p in specs]
-    assert all(0 < len(s["Items"]) <= 5 for s in streams)
+    assert [s.Name for s in page.Items] == [p.name for p in specs]
+    assert all(0 < len(s.Items) <= 5 for s in page.Items)
 
 
 async def test_unknown_webid_is_not_found_and_not_retried() -> None:
@@ -170,8 +169,8 @@ async def test_over_max_returned_items_is_too_many_items() -> None:
     model = state_of(app).model
     async with pi:
         with pytest.raises(TooManyItemsError) as info:
-            await pi.streamset_recorded_bytes([model.point(0, i).webid for i in range(10)],
-                                              NOW - timedelta(days=1), NOW, max_count=1000)
+            await pi.streamset_recorded_page([model.point(0, i).webid for i in range(10)],
+                                             NOW - timedelta(days=1), NOW, max_count=1000)
         assert any("is greater than the maximum allowed" in e for e in info.value.errors)
         assert pi.http.requests == 1
 

@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from piflow.client import BasicAuth, BearerAuth, PiHttp, RetryPolicy
+from piflow.decode import decode_stream_page
 from piflow.errors import (
     AuthError,
     BadRequestError,
@@ -78,6 +79,29 @@ async def test_web_exception_in_a_200_fails_the_page_and_is_retried() -> None:
         with pytest.raises(BadResponseError) as info:
             await http.get_bytes("streams/X/recorded")
         assert info.value.errors == ["Stream read failed"]
+
+
+async def test_typed_decode_retries_an_html_page_then_returns_the_page() -> None:
+    app = ScriptedApp([Canned(200, HTML, {"content-type": "text/html"}), Canned(200, GOOD)])
+    async with scripted_http(app) as http:
+        page = await http.get_decoded("streams/X/recorded", None, decode_stream_page)
+        assert [(v.Timestamp, v.Value) for v in page.Items] == [("2026-01-05T10:00:00Z", 1.5)]
+        assert (http.requests, http.retries) == (2, 1)
+    app = ScriptedApp([Canned(200, HTML, {"content-type": "text/html"})])
+    async with scripted_http(app, attempts=2) as http:
+        with pytest.raises(BadResponseError, match="HTML page"):
+            await http.get_decoded("streams/X/recorded", None, decode_stream_page)
+        assert http.requests == 2
+
+
+@pytest.mark.parametrize("body", [b'{"Items": 5}', GOOD[:-7]])
+async def test_typed_decode_of_a_body_that_is_no_pi_page_is_retried_then_a_bad_response(body: bytes) -> None:
+    app = ScriptedApp([Canned(200, body)])
+    async with scripted_http(app, attempts=3) as http:
+        with pytest.raises(BadResponseError) as info:
+            await http.get_decoded("streams/X/recorded", None, decode_stream_page)
+        assert "http://pi.test/piwebapi/streams/X/recorded" in str(info.value)
+        assert http.requests == 3
 
 
 # ---- truncated bodies, dropped connections, timeouts --------------------------------------------------------------

@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
 
-import orjson
 import pyarrow.compute as pc
 import pytest
 
 from piflow.client.api import PiClient
+from piflow.decode import StreamPage, StreamsetPage
 from piflow.emulator import EmulatorSettings
 from piflow.emulator.server import EmulatorServer
 from piflow.emulator.truth import recorded_truth
@@ -59,15 +59,15 @@ class ReversingSource:
     def __init__(self, client: PiClient) -> None:
         self.client = client
 
-    async def streamset_recorded_bytes(self, webids: Sequence[str], start: str, end: str, max_count: int,
-                                       selected_fields: str | None = None) -> bytes:
-        body = orjson.loads(await self.client.streamset_recorded_bytes(webids, start, end, max_count, selected_fields))
-        for item in body["Items"]:
-            item["Items"].reverse()
-        return orjson.dumps(body)
+    async def streamset_recorded_page(self, webids: Sequence[str], start: str, end: str, max_count: int,
+                                      selected_fields: str | None = None) -> StreamsetPage:
+        page = await self.client.streamset_recorded_page(webids, start, end, max_count, selected_fields)
+        for entry in page.Items:
+            entry.Items.reverse()
+        return page
 
-    async def recorded_bytes(self, webid: str, start: str, end: str, max_count: int,
-                             selected_fields: str | None = None) -> bytes:
+    async def recorded_page(self, webid: str, start: str, end: str, max_count: int,
+                            selected_fields: str | None = None) -> StreamPage:
         raise AssertionError("not reached")
 
 

@@ -1,8 +1,8 @@
 """Typed PI Web API calls used by the jobs: discovery, paging, WebIDs, raw recorded pages and ``/batch``.
 
-Value decoding and recorded-value paging are deliberately absent: the jobs layer decodes the raw bytes
-returned by :meth:`PiClient.recorded_bytes` / :meth:`PiClient.streamset_recorded_bytes` and decides how
-to continue after a full page.
+Recorded-value paging is deliberately absent: :meth:`PiClient.recorded_page` and
+:meth:`PiClient.streamset_recorded_page` return one decoded page (:mod:`piflow.decode`'s typed structs), and
+the jobs layer decides how to continue after a full page.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, TypedDict, Unpack
 
 import orjson
 
+from piflow import decode
 from piflow import webid as webid_codec
 from piflow.client.auth import Auth
 from piflow.client.http import Params, PiHttp, error_for_status, errors_of
@@ -220,16 +221,24 @@ class PiClient:
         params = _time_params(start, end, max_count, selected_fields, boundary_type)
         return await self.http.get_bytes(f"streams/{webid}/recorded", params)
 
-    async def streamset_recorded_bytes(
+    async def recorded_page(
+        self, webid: str, start: datetime | str, end: datetime | str, max_count: int = 1000,
+        selected_fields: str | None = None,
+    ) -> decode.StreamPage:
+        """One page of ``streams/{webid}/recorded``, decoded (a body that does not decode is retried)."""
+        params = _time_params(start, end, max_count, selected_fields, "Inside")
+        return await self.http.get_decoded(f"streams/{webid}/recorded", params, decode.decode_stream_page)
+
+    async def streamset_recorded_page(
         self, webids: Sequence[str], start: datetime | str, end: datetime | str, max_count: int = 1000,
-        selected_fields: str | None = None, boundary_type: str = "Inside",
-    ) -> bytes:
-        """One ``streamsets/recorded`` call for many points (``maxCount`` applies per stream)."""
+        selected_fields: str | None = None,
+    ) -> decode.StreamsetPage:
+        """One ``streamsets/recorded`` call, decoded (a body that does not decode is retried)."""
         if not webids:
-            raise ValueError("streamset_recorded_bytes needs at least one WebID")
+            raise ValueError("streamset_recorded_page needs at least one WebID")
         params: list[tuple[str, str | int | float | bool]] = [("webId", w) for w in webids]
-        params += _time_params(start, end, max_count, selected_fields, boundary_type)
-        return await self.http.get_bytes("streamsets/recorded", params)
+        params += _time_params(start, end, max_count, selected_fields, "Inside")
+        return await self.http.get_decoded("streamsets/recorded", params, decode.decode_streamset_page)
 
     # ---- batch --------------------------------------------------------------------------------------------
     async def batch(self, requests: Mapping[str, Mapping[str, Any]]) -> dict[str, BatchItem]:

@@ -38,13 +38,13 @@ STREAM_FIELDS = (
 class RecordedSource(Protocol):
     """The two client calls the reader needs (PiClient provides them)."""
 
-    async def streamset_recorded_bytes(
+    async def streamset_recorded_page(
         self, webids: Sequence[str], start: str, end: str, max_count: int, selected_fields: str | None = None
-    ) -> bytes: ...
+    ) -> decode.StreamsetPage: ...
 
-    async def recorded_bytes(
+    async def recorded_page(
         self, webid: str, start: str, end: str, max_count: int, selected_fields: str | None = None
-    ) -> bytes: ...
+    ) -> decode.StreamPage: ...
 
 
 @dataclass
@@ -97,7 +97,7 @@ class RecordedReader:
         """One streamset call (split on over-limit answers); returns cursors of streams with full pages."""
         mc = max_count or min(self.max_count_cap, max_count_for(len(points), self.max_items))
         try:
-            body = await self.source.streamset_recorded_bytes(
+            page = await self.source.streamset_recorded_page(
                 [p.webid for p in points], start, end, mc, STREAMSET_FIELDS
             )
         except (TooManyItemsError, NotFoundError) as exc:
@@ -113,10 +113,6 @@ class RecordedReader:
             if mc > 1:
                 return await self._streamset(builder, points, start, end, window, max(1, mc // 2))
             raise exc.located(point=points[0].name, window=window) from None
-        except PiflowError as exc:
-            raise exc.located(point=_names(points), window=window) from None
-        try:
-            page = decode.decode_streamset_page(body)
         except PiflowError as exc:
             raise exc.located(point=_names(points), window=window) from None
         by_webid = {p.webid: p for p in points}
@@ -148,7 +144,7 @@ class RecordedReader:
         self, builder: decode.ColumnBuilder, cur: _Cursor, end: str, window: tuple[datetime, datetime]
     ) -> _Cursor | None:
         try:
-            body = await self.source.recorded_bytes(cur.point.webid, cur.start, end, cur.max_count, STREAM_FIELDS)
+            page = await self.source.recorded_page(cur.point.webid, cur.start, end, cur.max_count, STREAM_FIELDS)
         except TooManyItemsError as exc:
             self.stats.splits += 1
             if cur.max_count > 1:
@@ -158,10 +154,6 @@ class RecordedReader:
         except NotFoundError as exc:
             self._missing(cur.point, exc, window)
             return None
-        except PiflowError as exc:
-            raise exc.located(point=cur.point.name, window=window) from None
-        try:
-            page = decode.decode_stream_page(body)
         except PiflowError as exc:
             raise exc.located(point=cur.point.name, window=window) from None
         self.stats.pages += 1
