@@ -2,10 +2,15 @@ import math
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pytest
 
 from piflow import schema
 from piflow.jobs.discover import catalog_changes
-from piflow.jobs.sync import split_new_and_changed
+from piflow.jobs.sync import _packed_keys, diff_rows, split_new_and_changed, within_read
+
+# The same row in both tables, far in time with a high seq: keys then no longer pack into one integer and the
+# diff takes its join path. Each diff test runs both ways.
+FAR = ("Z", 7_258_118_400, 1000, 1.0)  # 2200-01-01
 
 
 def values(rows: list[tuple[str, int, int, float]]) -> pa.Table:
@@ -19,9 +24,21 @@ def values(rows: list[tuple[str, int, int, float]]) -> pa.Table:
     )
 
 
-def test_new_changed_and_unchanged_rows() -> None:
+def both_ways(wide: bool, fetched: pa.Table, existing: pa.Table) -> tuple[pa.Table, pa.Table]:
+    if not wide:
+        return fetched, existing
+    far = values([FAR])
+    fetched, existing = pa.concat_tables([fetched, far]), pa.concat_tables([existing, far])
+    ids = pa.array(sorted({*fetched.column("webid").to_pylist(), *existing.column("webid").to_pylist()}))
+    assert _packed_keys(ids, fetched, existing) is None
+    return fetched, existing
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_new_changed_and_unchanged_rows(wide: bool) -> None:
     existing = values([("A", 1, 0, 1.0), ("A", 2, 0, 2.0), ("B", 1, 0, math.nan)])
     fetched = values([("A", 1, 0, 1.0), ("A", 2, 0, 2.5), ("A", 2, 1, 9.0), ("B", 1, 0, math.nan), ("B", 3, 0, 3.0)])
+    fetched, existing = both_ways(wide, fetched, existing)
     new, changed = split_new_and_changed(fetched, existing.select(list(schema.PI_VALUES_CONTENT)))
     assert sorted((r["webid"], r["seq"], r["value_double"]) for r in new.to_pylist()) == [("A", 1, 9.0), ("B", 0, 3.0)]
     assert [(r["webid"], r["value_double"]) for r in changed.to_pylist()] == [("A", 2.5)]
@@ -53,9 +70,8 @@ def test_catalog_changes_insert_update_tombstone_and_noop() -> None:
     assert catalog_changes(existing[:2], existing[:2], "S", "*", t1) == []
 
 
-def test_deleted_in_source_judges_only_what_was_read_completely() -> None:
-    from piflow.jobs.sync import diff_rows, within_read
-
+@pytest.mark.parametrize("wide", [False, True])
+def test_deleted_in_source_judges_only_what_was_read_completely(wide: bool) -> None:
     def deleted_in_source(fetched: pa.Table, existing: pa.Table, covered: dict[str, int], end: int) -> pa.Table:
         return within_read(diff_rows(fetched, existing)[2], covered, end)  # what commit_diff deletes
 
@@ -66,6 +82,7 @@ def test_deleted_in_source_judges_only_what_was_read_completely() -> None:
                        ("B", 20, 0, 9.0),  # B was not read at all (unknown to the server): never judged
                        ("C", 20, 0, 7.0)])
     fetched = values([("A", 10, 0, 1.0), ("A", 20, 0, 2.1), ("A", 30, 0, 3.0), ("C", 25, 0, 7.5)])
+    fetched, existing = both_ways(wide, fetched, existing)
     covered = {"A": 8 * tick, "C": 20 * tick}
     gone = deleted_in_source(fetched, existing, covered, 40 * tick)
     assert sorted((r["webid"], int(r["timestamp"].timestamp()), r["seq"]) for r in gone.to_pylist()) == [

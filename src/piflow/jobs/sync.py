@@ -63,33 +63,72 @@ def split_new_and_changed(fetched: pa.Table, existing: pa.Table) -> tuple[pa.Tab
 
 def diff_rows(fetched: pa.Table, existing: pa.Table) -> tuple[pa.Table, pa.Table, pa.Table]:
     """(rows of ``fetched`` with a new key, rows of ``fetched`` whose key holds other content, keys of
-    ``existing`` that ``fetched`` lacks), from one join (pure)."""
+    ``existing`` that ``fetched`` lacks), each in its table's order (pure)."""
     if fetched.num_rows == 0 or existing.num_rows == 0:
         return fetched, fetched.slice(0, 0), existing.select(KEY)
-    # The join runs on (webid as an integer, timestamp, seq): hashing integers instead of 60-character WebIDs
-    # made it a third faster.
     ids = pc.unique(pa.chunked_array(fetched.column("webid").chunks + existing.column("webid").chunks))
-    keys = ["__point", "timestamp", "seq"]
-    old = pa.table({"__point": pc.index_in(existing.column("webid"), value_set=ids),
-                    "timestamp": existing.column("timestamp"), "seq": existing.column("seq"),
-                    **{f"{c}__old": existing.column(c) for c in _COMPARE},
-                    "__old_row": pa.array(np.arange(existing.num_rows, dtype=np.int64))})
-    indexed = pa.table({"__point": pc.index_in(fetched.column("webid"), value_set=ids),
-                        "timestamp": fetched.column("timestamp"), "seq": fetched.column("seq"),
-                        **{c: fetched.column(c) for c in _COMPARE},
-                        "__row": pa.array(np.arange(fetched.num_rows, dtype=np.int64))})
-    joined = indexed.join(old, keys=keys, join_type="full outer")
-    row, old_row = joined.column("__row"), joined.column("__old_row")
-    mine, theirs = pc.is_valid(row), pc.is_valid(old_row)
-    present = pc.and_(mine, theirs)
-    new_rows = pc.filter(row, pc.and_(mine, pc.invert(theirs)))
-    lacking = pc.filter(old_row, pc.and_(theirs, pc.invert(mine)))
-    unchanged = present
+    keys = _packed_keys(ids, fetched, existing)
+    if keys is None:
+        row, old_row = _joined_rows(ids, fetched, existing)
+        matched = np.zeros(existing.num_rows, dtype=bool)
+        matched[old_row.to_numpy(zero_copy_only=False)] = True
+    else:
+        # One integer per key, looked up in sorted order: a tenth of the time of a join carrying every column
+        # (both sides arrive as runs of rows in time order, so the sorts are cheap).
+        mine, theirs = keys
+        at, hit = _lookup(theirs, mine)
+        row, old_row = pa.array(np.flatnonzero(hit)), pa.array(at[hit])
+        matched = _lookup(mine, theirs)[1]  # every copy of a key counts, should the table hold two
+    found = np.zeros(fetched.num_rows, dtype=bool)
+    found[row.to_numpy(zero_copy_only=False)] = True
+    unchanged = None
     for c in _COMPARE:
-        unchanged = pc.and_(unchanged, _same(joined.column(c), joined.column(f"{c}__old")))
-    changed_rows = pc.filter(row, pc.and_(present, pc.invert(unchanged)))
-    return (fetched.take(_sorted(new_rows)), fetched.take(_sorted(changed_rows)),
-            existing.select(KEY).take(_sorted(lacking)))
+        same = _same(fetched.column(c).take(row), existing.column(c).take(old_row))
+        unchanged = same if unchanged is None else pc.and_(unchanged, same)
+    changed_rows = pc.filter(row, pc.invert(unchanged))
+    return (fetched.filter(pa.array(~found)), fetched.take(_sorted(changed_rows)),
+            existing.select(KEY).filter(pa.array(~matched)))
+
+
+def _packed_keys(ids: pa.Array, fetched: pa.Table, existing: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
+    """(webid, timestamp, seq) of both tables as one int64 each (mixed radix over the ranges present), or None
+    when the ranges do not fit in 63 bits."""
+    ts = [t.column("timestamp").cast(pa.int64()) for t in (fetched, existing)]
+    lo = min(pc.min(t).as_py() for t in ts)
+    span = max(pc.max(t).as_py() for t in ts) - lo + 1
+    seqs = max(pc.max(t.column("seq")).as_py() for t in (fetched, existing)) + 1
+    if len(ids) * span * seqs >= 2**63:
+        return None
+    out = []
+    for table, t in zip((fetched, existing), ts, strict=True):
+        point = pc.index_in(table.column("webid"), value_set=ids).to_numpy(zero_copy_only=False).astype(np.int64)
+        rel = t.to_numpy(zero_copy_only=False) - lo
+        out.append((point * span + rel) * seqs + table.column("seq").to_numpy(zero_copy_only=False))
+    return out[0], out[1]
+
+
+def _lookup(values: np.ndarray, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each probe, the index of an equal value (any, where undefined) and whether there is one."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    pos = np.searchsorted(ordered, probes)
+    pos[pos == len(ordered)] = 0
+    return order[pos], ordered[pos] == probes
+
+
+def _joined_rows(ids: pa.Array, fetched: pa.Table, existing: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """Row numbers of equal keys in ``fetched`` and ``existing``, paired, from an inner join on (point id,
+    timestamp, seq): for ranges too wide for :func:`_packed_keys`."""
+    key_names = ["__point", "timestamp", "seq"]
+
+    def keyed(table: pa.Table, rows: str) -> pa.Table:
+        return pa.table({"__point": pc.index_in(table.column("webid"), value_set=ids),
+                         "timestamp": table.column("timestamp"), "seq": table.column("seq"),
+                         rows: pa.array(np.arange(table.num_rows, dtype=np.int64))})
+
+    joined = keyed(fetched, "__row").join(keyed(existing, "__old_row"), keys=key_names, join_type="inner")
+    order = pc.sort_indices(joined.column("__row"))
+    return joined.column("__row").take(order).combine_chunks(), joined.column("__old_row").take(order).combine_chunks()
 
 
 def within_read(keys: pa.Table, covered_from: dict[str, int], end_ticks: int) -> pa.Table:
