@@ -71,7 +71,7 @@ class PiflowSettings(BaseSettings):
     concurrency: int = Field(default=8, ge=1)
     max_rps: float = Field(default=0.0, ge=0)
     points_per_request: int = Field(default=0, ge=0)
-    commit_rows: int = Field(default=1_000_000, ge=1)
+    commit_rows: int = Field(default=500_000, ge=1)
     commit_interval: str = "5s"
     points_per_socket: int = Field(default=500, ge=1)
     heartbeat_rate: int = Field(default=5, ge=1)

@@ -54,7 +54,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FLUSH_ROWS = 1_000_000
+# Half a million rows a commit: writes overlap the reads and the last one, which nothing overlaps, is short
+# (13% faster than a million on the 1,000-point benchmark); files stay ~6 MB (`piflow optimize` compacts).
+FLUSH_ROWS = 500_000
 DEFAULT_GROUP = 50
 
 
