@@ -16,8 +16,10 @@ from piflow.emulator.af import AttributeInfo, ElementInfo
 from piflow.emulator.server import EmulatorServer
 from piflow.emulator.settings import FaultSettings
 from piflow.errors import NotFoundError
-from piflow.jobs.af import Database, DatabaseRead, _take_page, fanout_pages, read_database, send_batch, split_fanout
 from piflow.jobs.af import run_af as _run_af
+from piflow.jobs.af_databases import Database, DatabaseRead
+from piflow.jobs.af_read import _take_page, read_database
+from piflow.jobs.batching import fanout_pages, send_batch, split_fanout
 from piflow.jobs.common import RunResult
 from piflow.jobs.discover import run_discover
 from tests.af.conftest import EMULATOR, Hook, live, rows_of, settings_for, version_of

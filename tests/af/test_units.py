@@ -9,20 +9,11 @@ from typing import Any
 import pytest
 
 from piflow.client.api import BatchItem
-from piflow.jobs.af import (
-    PointRef,
-    link_webid,
-    point_of,
-    point_path_hint,
-    point_queries,
-    resource,
-    retry_closure,
-    split_fanout,
-    sub_items,
-    value_text,
-)
+from piflow.jobs.af_rows import PointRef, point_of, point_path_hint, point_queries
+from piflow.jobs.batching import resource, retry_closure, split_fanout, sub_items
 from piflow.jobs.common import merge_changes
 from piflow.jobs.events import pi_datetime
+from piflow.jobs.pi_json import link_webid, value_text
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -138,7 +129,7 @@ def test_point_resolution_prefers_the_servers_link() -> None:
 
 def test_frame_row_names_the_frame_with_an_unreadable_time() -> None:
     from piflow.errors import PiApiError
-    from piflow.jobs.af import Database
+    from piflow.jobs.af_databases import Database
     from piflow.jobs.events import frame_row
 
     db = Database("S", "F1RD", "Plant", "\\\\S\\Plant")

@@ -27,21 +27,8 @@ import pyarrow.dataset as ds
 
 from piflow import af_schema, schema
 from piflow.errors import ConfigError, PiApiError
-from piflow.jobs.af import (
-    Database,
-    Json,
-    Row,
-    database_matches,
-    fetch_many,
-    item_error,
-    list_databases,
-    no_such_database,
-    paged_items,
-    read_rows,
-    resource,
-    stream_error,
-    write_changes,
-)
+from piflow.jobs.af_databases import Database, database_matches, list_databases, no_such_database
+from piflow.jobs.batching import fetch_many, item_error, paged_items, resource
 from piflow.jobs.common import (
     RunRecorder,
     RunResult,
@@ -52,6 +39,8 @@ from piflow.jobs.common import (
     server_now,
     take_client_counters,
 )
+from piflow.jobs.merged_tables import read_rows, write_changes
+from piflow.jobs.pi_json import Json, Row, stream_error
 from piflow.pitime import format_ticks, from_ticks, parse_interval, parse_iso_ticks, to_ticks
 from piflow.progress import NullProgress, Progress
 from piflow.sinks.delta import DeltaSink

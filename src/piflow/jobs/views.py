@@ -24,20 +24,11 @@ import pyarrow as pa
 
 from piflow import af_schema
 from piflow.errors import ConfigError, SinkError, TooManyItemsError
-from piflow.jobs.af import (
-    Database,
-    Json,
-    database_matches,
-    fetch_many,
-    item_error,
-    list_databases,
-    no_such_database,
-    resource,
-    stream_error,
-    value_text,
-)
+from piflow.jobs.af_databases import Database, database_matches, list_databases, no_such_database
+from piflow.jobs.batching import fetch_many, item_error, resource
 from piflow.jobs.common import RunRecorder, RunResult, open_client, resolve_time, server_now, take_client_counters
 from piflow.jobs.events import pi_datetime
+from piflow.jobs.pi_json import Json, stream_error, value_text
 from piflow.pitime import format_ticks, parse_interval, to_ticks
 from piflow.progress import NullProgress, Progress
 from piflow.sinks.delta import DeltaSink

@@ -188,7 +188,7 @@ async def list_point_objects(opts: SourceOptions, server: Sequence[str] | None =
 
 async def selected_databases(opts: SourceOptions) -> list[list[str]]:
     """[server, webid, name, path] of the asset databases to read (all, or the ``database`` option's)."""
-    from piflow.jobs.af import database_matches, list_databases, no_such_database
+    from piflow.jobs.af_databases import database_matches, list_databases, no_such_database
 
     async with opts.client() as client:
         dbs, _ = await list_databases(client)
@@ -235,26 +235,27 @@ async def read_points(opts: SourceOptions, spec: Spec) -> pa.Table:
 
 
 def _database(entry: Sequence[str]) -> Any:
-    from piflow.jobs.af import Database
+    from piflow.jobs.af_databases import Database
 
     return Database(entry[0], entry[1], entry[2], entry[3])
 
 
 async def read_af(opts: SourceOptions, spec: Spec) -> pa.Table:
-    from piflow.jobs import af
+    from piflow.jobs import af_read, af_rows
 
     db = _database(spec["db"])
     now = datetime.now(UTC)
     async with opts.client() as client:
-        read = await af.read_database(client, db)
+        read = await af_read.read_database(client, db)
         if spec["table"] == "pi_af_elements":
-            return pa.Table.from_pylist(af.element_rows(read, now), schema=TABLE_SCHEMAS["pi_af_elements"])
+            return pa.Table.from_pylist(af_rows.element_rows(read, now), schema=TABLE_SCHEMAS["pi_af_elements"])
         attrs = [a for lst in read.attributes.values() for a in lst]
-        paths, links = af.point_queries(attrs)
-        points = await af.resolve_points(client, paths, links) if paths or links else {}
-        statics = [str(a["WebId"]) for a in attrs if af.is_static(a)]
-        values = await af.read_static_values(client, statics) if statics else {}
-    return pa.Table.from_pylist(af.attribute_rows(read, points, values, now), schema=TABLE_SCHEMAS["pi_af_attributes"])
+        paths, links = af_rows.point_queries(attrs)
+        points = await af_read.resolve_points(client, paths, links) if paths or links else {}
+        statics = [str(a["WebId"]) for a in attrs if af_rows.is_static(a)]
+        values = await af_read.read_static_values(client, statics) if statics else {}
+    return pa.Table.from_pylist(af_rows.attribute_rows(read, points, values, now),
+                                schema=TABLE_SCHEMAS["pi_af_attributes"])
 
 
 async def read_frames(opts: SourceOptions, spec: Spec) -> pa.Table:
