@@ -12,7 +12,7 @@ import pytest
 
 from piflow.client.api import PiClient
 from piflow.emulator import EmulatorSettings
-from piflow.emulator.af import AttributeInfo, ElementInfo
+from piflow.emulator.af_records import AttributeInfo, ElementInfo
 from piflow.emulator.server import EmulatorServer
 from piflow.emulator.settings import FaultSettings
 from piflow.errors import NotFoundError

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
+from tests.emulator_af_helpers import af_of, get, plant_webid
 
 from piflow import webid as webids
 from piflow.emulator import EmulatorSettings, create_app
-from piflow.emulator.af import PLANT, SANDBOX, AfModel
+from piflow.emulator.af_catalog import PLANT, SANDBOX
 from piflow.emulator.app import state_of
 from piflow.emulator.model import Model
 
-API = "/piwebapi"
 # The spec's mapping of equipment kinds to templates and categories.
 TEMPLATE_OF = {"PMP": "Pump", "CMP": "Compressor", "HX": "HeatExchanger", "TK": "Tank", "BLR": "Boiler",
                "FAN": "Fan", "VLV": "Valve", "MTR": "Motor"}
@@ -33,22 +33,8 @@ def client() -> Iterator[TestClient]:
         yield c
 
 
-def af_of(client: TestClient) -> AfModel:
-    return state_of(client.app).af  # type: ignore[arg-type]
-
-
 def model_of(client: TestClient) -> Model:
     return state_of(client.app).model  # type: ignore[arg-type]
-
-
-def get(client: TestClient, url: str, status: int = 200, /, **params: Any) -> Any:
-    r = client.get(API + url, params=params)
-    assert r.status_code == status, r.text
-    return r.json()
-
-
-def plant_webid(client: TestClient) -> str:
-    return str(get(client, "/assetdatabases", path="\\\\PIEMU-AF\\Plant")["WebId"])
 
 
 def element_at(client: TestClient, path: str) -> dict[str, Any]:

@@ -9,13 +9,12 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
+from tests.emulator_af_helpers import API, af_of
 
 from piflow.emulator import AuthSettings, EmulatorSettings, create_app
-from piflow.emulator.af import AfModel
 from piflow.emulator.app import state_of
 from piflow.emulator.routes_batch import SubResponse, fan_out, fill, jsonpath, local_target, run_batch, schedule
 
-API = "/piwebapi"
 HOST = "https://pi.example.com/piwebapi"
 CSRF = {"X-Requested-With": "XMLHttpRequest"}
 A0 = "\\\\PIEMU-AF\\Plant\\Enterprise\\BRK\\A0"
@@ -156,10 +155,6 @@ def post(client: TestClient, body: Any, status: int = 207, headers: dict[str, st
     r = client.post(API + "/batch", json=body, headers={**CSRF, **(headers or {})})
     assert r.status_code == status, r.text
     return r.json()
-
-
-def af_of(client: TestClient) -> AfModel:
-    return state_of(client.app).af  # type: ignore[arg-type]
 
 
 def test_reply_shape_and_parallel_items(client: TestClient) -> None:

@@ -8,15 +8,14 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
+from tests.emulator_af_helpers import API, af_of, get, plant_webid
 
 from piflow import webid as webids
 from piflow.emulator import EmulatorSettings, create_app
-from piflow.emulator.af import AfModel
 from piflow.emulator.app import state_of
 from piflow.emulator.eventframes import EventFrameModel, FrameInfo
 from piflow.pitime import TICKS_PER_SECOND, format_ticks, to_ticks
 
-API = "/piwebapi"
 START = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = to_ticks(START)
 H = 3600 * TICKS_PER_SECOND
@@ -40,22 +39,8 @@ def ef_of(client: TestClient) -> EventFrameModel:
     return state_of(client.app).eventframes  # type: ignore[arg-type]
 
 
-def af_of(client: TestClient) -> AfModel:
-    return state_of(client.app).af  # type: ignore[arg-type]
-
-
-def get(client: TestClient, url: str, status: int = 200, /, **params: Any) -> Any:
-    r = client.get(API + url, params=params)
-    assert r.status_code == status, r.text
-    return r.json()
-
-
-def plant(client: TestClient) -> str:
-    return str(get(client, "/assetdatabases", path="\\\\PIEMU-AF\\Plant")["WebId"])
-
-
 def search(client: TestClient, status: int = 200, /, **params: Any) -> Any:
-    body = get(client, f"/assetdatabases/{plant(client)}/eventframes", status, **params)
+    body = get(client, f"/assetdatabases/{plant_webid(client)}/eventframes", status, **params)
     return body["Items"] if status == 200 else body
 
 
@@ -227,7 +212,7 @@ def test_filters(client: TestClient) -> None:
     window = {"startTime": "*-2d", "endTime": "*", "maxCount": 10_000}
     alarms = search(client, templateName="alarm", **window)
     assert sorted(i["Name"] for i in alarms) == sorted(f.name for f in truth if f.template_name == "Alarm")
-    severe = client.get(f"{API}/assetdatabases/{plant(client)}/eventframes",
+    severe = client.get(f"{API}/assetdatabases/{plant_webid(client)}/eventframes",
                         params=[("severity", "Critical"), ("severity", "major"), ("startTime", "*-2d"),
                                 ("maxCount", "10000")]).json()["Items"]
     assert sorted(i["Name"] for i in severe) == sorted(f.name for f in truth if f.severity in ("Critical", "Major"))
@@ -343,7 +328,7 @@ def test_sandbox_has_no_frames_and_a_removed_plant_has_none_to_serve(client: Tes
     sandbox = get(client, "/assetdatabases", path="\\\\PIEMU-AF\\Sandbox")
     assert get(client, f"/assetdatabases/{sandbox['WebId']}/eventframes", startTime="*-10d")["Items"] == []
     f = ef_of(client).frames(NOW - D, NOW, NOW)[0]
-    db = plant(client)
+    db = plant_webid(client)
     af_of(client).remove_database("Plant")
     get(client, f"/assetdatabases/{db}/eventframes", 404)
     get(client, f"/eventframes/{f.webid}", 404)

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from piflow import webid as webids
-from piflow.emulator.af import (
+from piflow.emulator.af_catalog import (
     AF_SERVER,
     EVENT_FRAME_TEMPLATES,
     PLANT,
@@ -42,12 +42,11 @@ from piflow.emulator.af import (
     TEMPLATE_CATEGORIES,
     UNIT_NAMES,
     AttrDef,
-    AttributeInfo,
-    AttributeRef,
-    child_guid,
     equipment_code,
-    wildcard,
 )
+from piflow.emulator.af_hashing import child_guid
+from piflow.emulator.af_records import AttributeInfo, AttributeRef
+from piflow.emulator.af_search import wildcard
 from piflow.emulator.model import mix1
 from piflow.pitime import TICKS_PER_SECOND, to_ticks
 

@@ -1,8 +1,9 @@
 """AF routes: asset servers, databases, elements, attributes, templates, element search and event frames.
 
-Handlers only parse parameters and shape JSON; the model lives in ``af.py`` and ``eventframes.py``. List
-answers are ``{"Links": {}, "Items": [...]}`` with PI's paging (``startIndex``, ``maxCount``, silent
-truncation) and every answer honours ``selectedFields``. Links are absolute URLs built from the request.
+Handlers only parse parameters and shape JSON; the model lives in ``af.py`` (with its ``af_*`` parts) and
+``eventframes.py``. List answers are ``{"Links": {}, "Items": [...]}`` with PI's paging (``startIndex``,
+``maxCount``, silent truncation) and every answer honours ``selectedFields``. Links are absolute URLs built from
+the request.
 """
 
 from __future__ import annotations
@@ -12,17 +13,17 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from piflow.emulator.af import (
-    PLANT,
-    AfModel,
+from piflow.emulator.af import AfModel
+from piflow.emulator.af_catalog import PLANT
+from piflow.emulator.af_records import (
     AttributeInfo,
     AttributeTemplateInfo,
     DatabaseInfo,
     ElementInfo,
     ServerInfo,
     TemplateInfo,
-    wildcard,
 )
+from piflow.emulator.af_search import wildcard
 from piflow.emulator.eventframes import (
     DIRECTIONAL_MODES,
     IN_PROGRESS_END,
