@@ -13,6 +13,7 @@ import pytest
 from piflow import schema
 from piflow.client.auth import BasicAuth
 from piflow.client.channels import (
+    Channel,
     ChannelClosedError,
     ChannelOptions,
     ChannelUnavailableError,
@@ -190,3 +191,34 @@ async def test_a_connection_dropped_during_the_handshake_is_transient() -> None:
         with pytest.raises(NetworkError, match="got no answer"):
             async with open_channel(http, ["F1DPaaaa"]):
                 pass
+
+
+class InstantConnection:
+    """A stand-in for a websockets connection whose next message is always there already."""
+
+    async def recv(self, decode: bool = False) -> bytes:
+        await asyncio.sleep(0)  # a real connection hands the message over through the event loop
+        return b'{"Items": []}'
+
+
+@pytest.mark.parametrize("yields", range(6))
+async def test_a_cancel_that_meets_an_arriving_message_is_not_swallowed(yields: int) -> None:
+    """Python 3.11's ``asyncio.wait_for`` returns the result, and drops the cancel, when the awaited call
+    finishes in the same loop turn as the cancel: a job's receive loop then never stopped (a hang at shutdown
+    under load). The cancel must win whatever the timing."""
+    channel = Channel(InstantConnection(), "wss://pi.test/channel", dead_after_s=5.0)  # type: ignore[arg-type]
+
+    stop = False
+
+    async def receive_until_stopped() -> None:
+        while not stop:
+            await channel.receive()
+
+    task = asyncio.create_task(receive_until_stopped())
+    for _ in range(yields):
+        await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.wait({task}, timeout=5)
+    stop = True  # ends the loop should the cancel have been lost, so that the test itself never hangs
+    await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()

@@ -190,7 +190,10 @@ class Channel:
         """The next message; ChannelClosedError when the socket closes or stays silent past ``dead_after_s``."""
         timeout = self.dead_after_s if self.dead_after_s > 0 else None
         try:
-            data = await asyncio.wait_for(self._conn.recv(decode=False), timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that arrives as a message
+            # does, and the job's receive loop then never ends at shutdown.
+            async with asyncio.timeout(timeout):
+                data = await self._conn.recv(decode=False)
         except TimeoutError:
             raise ChannelClosedError(
                 f"no message or heartbeat for {self.dead_after_s:g} s: the socket is considered dead",

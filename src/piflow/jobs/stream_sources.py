@@ -48,9 +48,11 @@ class _Socket:
 
 
 async def sleep_unless_halted(halt: asyncio.Event, timeout: float) -> None:
-    """Sleep up to ``timeout`` seconds, waking early when ``halt`` is set."""
+    """Sleep up to ``timeout`` seconds, waking early when ``halt`` is set (and never losing a cancel, which
+    ``asyncio.wait_for`` can on Python 3.11)."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(halt.wait(), max(0.0, timeout))
+        async with asyncio.timeout(max(0.0, timeout)):
+            await halt.wait()
 
 
 class _Unavailable(Exception):
