@@ -110,3 +110,13 @@ def parse(webid: str) -> ParsedWebId:
     except (ValueError, UnicodeDecodeError, struct.error, binascii.Error) as exc:
         raise ValueError(f"malformed WebID {webid!r}") from exc
     raise ValueError(f"unsupported WebID type {kind!r}")
+
+
+def parse_marked(webid: str, marker: str) -> ParsedWebId | None:
+    """The parsed WebID when it is well formed and names a ``marker`` object (``Em``, ``DP`` ...), else None:
+    what a lookup by WebID needs before it searches."""
+    try:
+        parsed = parse(webid)
+    except ValueError:
+        return None
+    return parsed if parsed.marker == marker else None

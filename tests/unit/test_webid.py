@@ -31,3 +31,13 @@ def test_full_round_trip_for_owned_objects() -> None:
 def test_malformed_webids_raise(bad: str) -> None:
     with pytest.raises(ValueError, match="WebID"):
         webid.parse(bad)
+
+
+def test_parse_marked_keeps_only_wellformed_webids_of_the_asked_marker() -> None:
+    element = webid.path_only("Em", r"\\AF\DB\PLANT")
+    parsed = webid.parse_marked(element, "Em")
+    assert parsed is not None
+    assert parsed.path == r"AF\DB\PLANT"
+    assert webid.parse_marked(element, "RD") is None  # another kind of object
+    assert webid.parse_marked("P1Em!!not-base64", "Em") is None  # malformed
+    assert webid.parse_marked("", "Em") is None

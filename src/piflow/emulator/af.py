@@ -82,11 +82,8 @@ class AfModel:
 
     # ---- servers and databases --------------------------------------------------------------------------
     def server_by_webid(self, webid: str) -> ServerInfo | None:
-        try:
-            parsed = webids.parse(webid)
-        except ValueError:
-            return None
-        ok = parsed.marker == "RS" and (parsed.guid == uuid.UUID(self.server.id) or parsed.path == AF_SERVER)
+        parsed = webids.parse_marked(webid, "RS")
+        ok = parsed is not None and (parsed.guid == uuid.UUID(self.server.id) or parsed.path == AF_SERVER)
         return self.server if ok else None
 
     def databases(self) -> list[DatabaseInfo]:
@@ -225,11 +222,8 @@ class AfModel:
         return self._node_attrs(n, full=full_hierarchy)
 
     def _find_attr(self, webid: str) -> tuple[ElementNode, AttrDef] | None:
-        try:
-            parsed = webids.parse(webid)
-        except ValueError:
-            return None
-        if parsed.marker != "Ab":
+        parsed = webids.parse_marked(webid, "Ab")
+        if parsed is None:
             return None
         self._tree.ensure()
         if parsed.guid is not None:

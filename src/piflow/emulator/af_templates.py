@@ -96,11 +96,8 @@ class AfTemplates:
         return found[1] if found else None
 
     def _find(self, webid: str) -> tuple[DatabaseNode, TemplateInfo, tuple[AttrDef, ...]] | None:
-        try:
-            parsed = webids.parse(webid)
-        except ValueError:
-            return None
-        if parsed.marker != "ET":
+        parsed = webids.parse_marked(webid, "ET")
+        if parsed is None:
             return None
         return next(((db, t, defs) for db, t, defs in self._all()
                      if (parsed.guid is not None and str(parsed.guid) == t.id)
@@ -124,11 +121,8 @@ class AfTemplates:
         return [self._attribute_template_info(db, t, d) for d in defs if full_hierarchy or d.parent_rel is None]
 
     def attribute_template(self, webid: str) -> AttributeTemplateInfo | None:
-        try:
-            parsed = webids.parse(webid)
-        except ValueError:
-            return None
-        if parsed.marker != "AT":
+        parsed = webids.parse_marked(webid, "AT")
+        if parsed is None:
             return None
         for db, t, defs in self._all():
             for d in defs:

@@ -163,11 +163,8 @@ class ElementTree:
         self._by_path = None
 
     def node(self, webid: str) -> ElementNode | None:
-        try:
-            parsed = webids.parse(webid)
-        except ValueError:
-            return None
-        if parsed.marker != "Em":
+        parsed = webids.parse_marked(webid, "Em")
+        if parsed is None:
             return None
         self.ensure()
         if parsed.guid is not None:
@@ -185,11 +182,8 @@ class ElementTree:
     def db(self, webid_or_name: str) -> DatabaseNode | None:
         db = self.databases.get(webid_or_name)
         if db is None:
-            try:
-                parsed = webids.parse(webid_or_name)
-            except ValueError:
-                return None
-            if parsed.marker != "RD":
+            parsed = webids.parse_marked(webid_or_name, "RD")
+            if parsed is None:
                 return None
             db = next((d for d in self.databases.values() if d.guid == parsed.guid
                        or (parsed.guid is None and d.path.lstrip("\\").upper() == parsed.path)), None)

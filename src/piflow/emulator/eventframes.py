@@ -298,11 +298,8 @@ class EventFrameModel:
 
     def _k_of(self, webid: str, marker: str) -> tuple[int, str | None] | None:
         """(slot, attribute name or None) named by a frame (``Fm``) or frame attribute (``Ab``) WebID."""
-        try:
-            parsed = webids.parse(webid)
-        except ValueError:
-            return None
-        if parsed.marker != marker or not self.slot or self.af.plant_database() is None:
+        parsed = webids.parse_marked(webid, marker)
+        if parsed is None or not self.slot or self.af.plant_database() is None:
             return None
         if parsed.guid is not None:
             k = self._slot_from_guid(parsed.guid)

@@ -331,11 +331,8 @@ class Model:
         return self._by_webid(webid)
 
     def _point_by_webid(self, webid: str) -> PointSpec | None:
-        try:
-            parsed = webids.parse(webid)
-        except ValueError:
-            return None
-        if parsed.marker != "DP" or parsed.path is None:
+        parsed = webids.parse_marked(webid, "DP")
+        if parsed is None or parsed.path is None:
             return None
         p = self.point_by_path(parsed.path)
         if p is None:
