@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.table import TableMerger
 
 from piflow import schema as contract
 from piflow.errors import SinkError
@@ -127,24 +128,10 @@ class DeltaSink:
         if source.num_rows == 0:
             return {}
         dt = self.ensure(name, contract.TABLES.get(name, source.schema))
-        predicate = " AND ".join(f"t.{k} = s.{k}" for k in key)
-        if extra_predicate:
-            predicate = f"{predicate} AND {extra_predicate}"
         txns = [Transaction(app_id=a, version=v) for a, v in transactions]
         props = CommitProperties(app_transactions=txns or None, custom_metadata=dict(metadata or {}) or None)
-        try:
-            result: dict[str, Any] = (
-                # The source is in memory already: not streaming it lets the merge prune target files by the
-                # source's key ranges (a fifth faster for a sync's few edited rows).
-                dt.merge(source, predicate, source_alias="s", target_alias="t", streamed_exec=False,
-                         commit_properties=props)
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute()
-            )
-        except (DeltaError, OSError, pa.ArrowInvalid) as exc:
-            raise SinkError(f"merge into {name} failed: {exc}") from exc
-        return result
+        return _merge(dt, source, key, extra_predicate, props, f"merge into {name} failed",
+                      lambda m: m.when_matched_update_all().when_not_matched_insert_all())
 
     def delete_matching(self, name: str, keys: pa.Table, key: Sequence[str], *, extra_predicate: str | None = None,
                         metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -152,20 +139,9 @@ class DeltaSink:
         dt = self.table(name)
         if keys.num_rows == 0 or dt is None:
             return {}
-        predicate = " AND ".join(f"t.{k} = s.{k}" for k in key)
-        if extra_predicate:
-            predicate = f"{predicate} AND {extra_predicate}"
         props = CommitProperties(custom_metadata=dict(metadata or {}) or None)
-        try:
-            result: dict[str, Any] = (
-                dt.merge(keys, predicate, source_alias="s", target_alias="t", streamed_exec=False,
-                         commit_properties=props)
-                .when_matched_delete()
-                .execute()
-            )
-        except (DeltaError, OSError, pa.ArrowInvalid) as exc:
-            raise SinkError(f"deleting rows of {name} failed: {exc}") from exc
-        return result
+        return _merge(dt, keys, key, extra_predicate, props, f"deleting rows of {name} failed",
+                      lambda m: m.when_matched_delete())
 
     # ---- reads -------------------------------------------------------------------------------------------
     def read(self, name: str, columns: Sequence[str] | None = None, filter: ds.Expression | None = None) -> pa.Table:
@@ -223,6 +199,24 @@ class DeltaSink:
             raise SinkError(f"optimize of {name} failed: {exc}") from exc
         stats["vacuumed_files"] = len(removed)
         return stats
+
+
+def _merge(dt: DeltaTable, source: pa.Table, key: Sequence[str], extra_predicate: str | None,
+           props: CommitProperties, failed: str, clauses: Callable[[TableMerger], TableMerger]) -> dict[str, Any]:
+    """One delta-rs merge of ``source`` on equal ``key`` columns (plus ``extra_predicate``), its ``clauses``
+    applied, in one commit; a SinkError starting ``failed`` if it does not go through."""
+    predicate = " AND ".join(f"t.{k} = s.{k}" for k in key)
+    if extra_predicate:
+        predicate = f"{predicate} AND {extra_predicate}"
+    try:
+        # The source is in memory already: not streaming it lets the merge prune target files by the source's
+        # key ranges (a fifth faster for a sync's few edited rows).
+        merger = dt.merge(source, predicate, source_alias="s", target_alias="t", streamed_exec=False,
+                          commit_properties=props)
+        result: dict[str, Any] = clauses(merger).execute()
+    except (DeltaError, OSError, pa.ArrowInvalid) as exc:
+        raise SinkError(f"{failed}: {exc}") from exc
+    return result
 
 
 def _scan(dataset: ds.Dataset, columns: Sequence[str] | None, filter: ds.Expression | None) -> pa.Table:
