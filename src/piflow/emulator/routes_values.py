@@ -287,11 +287,7 @@ def _set_plot(request: Request, streams: list[Stream]) -> Response:
 def _set_single(request: Request, streams: list[Stream], end: bool) -> Response:
     st, q = request_state(request), query_args(request)
     at = None if end else _at(st, q)
-    mode = "Interpolated" if at is not None else "AtOrBefore"
-    items = [stream_header(s) if s.error else {**stream_header(s), "Value": single_value(st, s, at, mode)}
-             for s in streams]
-    st.stats.add(values=sum(1 for s in streams if not s.error))
-    return reply({"Links": {}, "Items": items}, q, streamset_status(streams))
+    return _one_value_each(st, q, streams, at, "Interpolated" if at is not None else "AtOrBefore")
 
 
 def _set_recorded_at_time(request: Request, streams: list[Stream]) -> Response:
@@ -299,7 +295,12 @@ def _set_recorded_at_time(request: Request, streams: list[Stream]) -> Response:
     at = _at(st, q)
     if at is None:
         raise pi_error(400, "The 'time' parameter is required.")
-    mode = q.choice("retrievalMode", "Auto", _RETRIEVAL_MODES)
+    return _one_value_each(st, q, streams, at, q.choice("retrievalMode", "Auto", _RETRIEVAL_MODES))
+
+
+def _one_value_each(st: EmulatorState, q: QueryArgs, streams: list[Stream], at: int | None, mode: str) -> Response:
+    """A streamset answer of one value per stream (``single_value`` at ``at`` by ``mode``); failed streams keep
+    their header and error."""
     items = [stream_header(s) if s.error else {**stream_header(s), "Value": single_value(st, s, at, mode)}
              for s in streams]
     st.stats.add(values=sum(1 for s in streams if not s.error))
