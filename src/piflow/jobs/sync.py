@@ -70,17 +70,17 @@ def diff_rows(fetched: pa.Table, existing: pa.Table) -> tuple[pa.Table, pa.Table
     keys = _packed_keys(ids, fetched, existing)
     if keys is None:
         row, old_row = _joined_rows(ids, fetched, existing)
+        found = np.zeros(fetched.num_rows, dtype=bool)
+        found[row.to_numpy(zero_copy_only=False)] = True
         matched = np.zeros(existing.num_rows, dtype=bool)
         matched[old_row.to_numpy(zero_copy_only=False)] = True
     else:
         # One integer per key, looked up in sorted order: a tenth of the time of a join carrying every column
         # (both sides arrive as runs of rows in time order, so the sorts are cheap).
         mine, theirs = keys
-        at, hit = _lookup(theirs, mine)
-        row, old_row = pa.array(np.flatnonzero(hit)), pa.array(at[hit])
+        at, found = _lookup(theirs, mine)
+        row, old_row = pa.array(np.flatnonzero(found)), pa.array(at[found])
         matched = _lookup(mine, theirs)[1]  # every copy of a key counts, should the table hold two
-    found = np.zeros(fetched.num_rows, dtype=bool)
-    found[row.to_numpy(zero_copy_only=False)] = True
     unchanged = None
     for c in _COMPARE:
         same = _same(fetched.column(c).take(row), existing.column(c).take(old_row))
