@@ -18,6 +18,7 @@ retrying is a class distinction (:class:`TransientError`), never a status code c
     │   └── ConflictError           409 (e.g. a batch child of a failed parent, an expired marker)
     ├── DecodeError                 a PI value could not be represented in the table contract
     ├── SinkError                   a Delta table could not be read or written
+    │   └── WriteConflictError      other writers kept committing first; nothing of this write landed
     └── StateError                  watermarks and table disagree, or a plan does not match its table
 
 Errors about data carry ``point`` and ``window`` so that the message says what and where.
@@ -151,6 +152,10 @@ class DecodeError(PiflowError):
 
 class SinkError(PiflowError):
     """A Delta table could not be read or written."""
+
+
+class WriteConflictError(SinkError):
+    """Other writers committed to the same table first, attempt after attempt; this write did not land."""
 
 
 class StateError(PiflowError):

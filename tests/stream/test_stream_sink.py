@@ -14,7 +14,7 @@ import pytest
 from piflow import schema
 from piflow.jobs.sync import existing_rows
 from piflow.jobs.watermarks import advance_watermarks, read_watermarks
-from piflow.sinks.delta import DeltaSink
+from piflow.sinks.delta import DeltaSink, Write
 
 from .test_stream_units import US, rows
 
@@ -40,7 +40,7 @@ def table_with_merges(tmp_path: Path) -> Path:
         day = DAY_US if k >= 4 else 0
         sink.append("pi_values", rows((A, day + k * 10, 0), (B, day + k * 10, 0), (C, day + k * 10 + 1, 0)))
     changed = rows((A, 20, 0), (B, 30, 0)).set_column(5, "value_double", pa.array([-1.0, -2.0]))
-    sink.upsert("pi_values", changed, list(schema.PI_VALUES_KEY))  # rewrites files: string_view columns
+    sink.commit("pi_values", lambda _: Write(upsert=changed, key=schema.PI_VALUES_KEY))  # string_view columns
     return tmp_path
 
 
@@ -48,7 +48,7 @@ def table_with_merges(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("since", [0, 15, DAY_US + 45])
 def test_filtered_reads_equal_the_reference(table_with_merges: Path, webids: list[str], since: int) -> None:
     sink = DeltaSink(str(table_with_merges))
-    got = existing_rows(sink, webids, US + since)
+    got = existing_rows(sink.snapshot("pi_values"), webids, US + since)
     flt = (ds.field("timestamp") >= pa.scalar(US + since, pa.int64()).cast(schema.TS)) & ds.field("webid").isin(webids)
     expected = full_then_filter(table_with_merges, flt).select(got.column_names)
     assert canonical(got) == canonical(expected)
@@ -56,7 +56,7 @@ def test_filtered_reads_equal_the_reference(table_with_merges: Path, webids: lis
 
 
 def test_the_merged_values_are_the_ones_read(table_with_merges: Path) -> None:
-    got = existing_rows(DeltaSink(str(table_with_merges)), [A, B], US)
+    got = existing_rows(DeltaSink(str(table_with_merges)).snapshot("pi_values"), [A, B], US)
     values = {(w, t.timestamp()): v for w, t, v in zip(got.column("webid").to_pylist(),
                                                       got.column("timestamp").to_pylist(),
                                                       got.column("value_double").to_pylist(), strict=True)}
@@ -68,7 +68,7 @@ def test_the_merged_values_are_the_ones_read(table_with_merges: Path) -> None:
 
 def test_reads_without_filter_and_of_missing_tables(tmp_path: Path) -> None:
     sink = DeltaSink(str(tmp_path))
-    assert existing_rows(sink, [A], US).num_rows == 0  # no table yet
+    assert existing_rows(sink.snapshot("pi_values"), [A], US).num_rows == 0  # no table yet
     sink.append("pi_values", rows((A, 1, 0)))
     assert sink.read("pi_values").num_rows == 1
     advance_watermarks(sink, {A: US + 1})

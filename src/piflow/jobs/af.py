@@ -117,7 +117,7 @@ async def run_af(settings: PiflowSettings, progress: Progress | None = None, *, 
             try:
                 listed, servers = await list_databases(client)
                 dbs = [d for d in listed if database_matches(d.server, d.name, database)]
-                old_elements = read_rows(sink, "pi_af_elements")
+                old_elements = read_rows(sink.snapshot("pi_af_elements"))
                 gone = vanished_databases(old_elements, listed, servers, database)
                 if database is not None and not dbs and not gone:
                     raise no_such_database(database, listed)
@@ -129,12 +129,15 @@ async def run_af(settings: PiflowSettings, progress: Progress | None = None, *, 
         done = {(r.db.server.upper(), r.db.name.upper()) for r in reads if not r.vanished} | set(gone)
         current_e = [row for r in reads if not r.vanished for row in element_rows(r, now)]
         current_a = [row for r in reads if not r.vanished for row in attribute_rows(r, points, values, now)]
-        e_changes = merge_changes(old_elements, current_e, _ELEMENT_COMPARED, _scope(done), now)
-        a_changes = merge_changes(read_rows(sink, "pi_af_attributes"), current_a,
-                                  _ATTRIBUTE_COMPARED, _scope(done), now)
-        write_changes(sink, "pi_af_elements", e_changes, af_schema.PI_AF_ELEMENTS, af_schema.PI_AF_ELEMENTS_KEY)
-        write_changes(sink, "pi_af_attributes", a_changes, af_schema.PI_AF_ATTRIBUTES,
-                      af_schema.PI_AF_ATTRIBUTES_KEY)
+        meta = {"piflow.job": "af", "piflow.run_id": result.run_id}
+        e_changes = write_changes(
+            sink, "pi_af_elements",
+            lambda snap: merge_changes(read_rows(snap), current_e, _ELEMENT_COMPARED, _scope(done), now),
+            af_schema.PI_AF_ELEMENTS, af_schema.PI_AF_ELEMENTS_KEY, metadata=meta)
+        a_changes = write_changes(
+            sink, "pi_af_attributes",
+            lambda snap: merge_changes(read_rows(snap), current_a, _ATTRIBUTE_COMPARED, _scope(done), now),
+            af_schema.PI_AF_ATTRIBUTES, af_schema.PI_AF_ATTRIBUTES_KEY, metadata=meta)
         seconds["compare_and_write"] = (datetime.now(UTC) - now).total_seconds()
         broken = sum(1 for r in current_a if r["data_reference"] and r["error"] and r["point_webid"] is None
                      and is_point_reference({"DataReferencePlugIn": r["data_reference"]}))

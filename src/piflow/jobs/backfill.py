@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from piflow.errors import ConfigError
+from piflow.errors import ConfigError, StateError
 from piflow.jobs.common import (
     RunRecorder,
     RunResult,
@@ -32,7 +32,7 @@ from piflow.jobs.common import (
     take_client_counters,
 )
 from piflow.jobs.reader import RecordedReader
-from piflow.jobs.sync import existing_rows, split_new_and_changed
+from piflow.jobs.sync import KEY, existing_rows, split_new_and_changed, values_write
 from piflow.jobs.watermarks import advance_watermarks, max_timestamps
 from piflow.pitime import TICKS_PER_SECOND, TICKS_PER_US, to_ticks
 from piflow.planner import (
@@ -46,8 +46,7 @@ from piflow.planner import (
     units_to_do,
 )
 from piflow.progress import NullProgress, Progress
-from piflow.schema import PI_VALUES_KEY
-from piflow.sinks.delta import DeltaSink
+from piflow.sinks.delta import DeltaSink, Snapshot, Write
 
 if TYPE_CHECKING:
     from piflow.config import PiflowSettings
@@ -62,20 +61,34 @@ DEFAULT_GROUP = 50
 
 @dataclass
 class _Committer:
-    """Buffers finished units and commits them in window order per point, with their transactions."""
+    """Buffers finished units and commits them in window order per point, with their transactions.
+
+    Each commit is planned from ``snap``: the version the run's overlap check read, advanced by the run's own
+    commits. While no other writer commits, a batch is a plain append: the check said its range was empty
+    (a batch holding a unit whose range already held rows is compared with the table and adds only what it
+    lacks). Once another writer has committed (the sink's writer protocol makes the commit plan again from a
+    fresh snapshot), every later batch is compared first: a sync or a stream may have written into the range.
+    """
 
     sink: DeltaSink
     plan: BackfillPlan
     committed: dict[str, int]
+    snap: Snapshot
+    run_id: str = ""
     flush_rows: int = FLUSH_ROWS
     ready: list[tuple[WorkUnit, pa.Table]] = field(default_factory=list)
+    overlapping: set[int] = field(default_factory=set)  # id() of ready tables whose range already held rows
     written: int = 0
     watermarks: dict[str, int] = field(default_factory=dict)
+    foreign: bool = False
     _pending_write: asyncio.Task[None] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    def add(self, unit: WorkUnit, table: pa.Table) -> None:
+    def add(self, unit: WorkUnit, table: pa.Table, overlapping: bool = False) -> None:
+        """A finished unit; ``overlapping`` when the table held rows in its range as the run started."""
         self.ready.append((unit, table))
+        if overlapping:
+            self.overlapping.add(id(table))
 
     def _flushable(self) -> tuple[list[tuple[WorkUnit, pa.Table]], dict[str, int]]:
         tentative = dict(self.committed)
@@ -99,57 +112,91 @@ class _Committer:
             if not take or (rows < self.flush_rows and not force):
                 return
             if self._pending_write is not None:
-                await self._pending_write  # one write at a time, in order
-                self._pending_write = None
+                await self._finish_pending()
                 take, tentative = self._flushable()
             taken = {id(t) for _, t in take}
             self.ready = [(u, t) for u, t in self.ready if id(t) not in taken]
+            compare = bool(taken & self.overlapping)
+            self.overlapping -= taken
             advanced = {p.webid for u, _ in take for p in u.points}
+            before = {w: self.committed.get(w, 0) for w in advanced}
             txns = sorted((self.plan.app_id(w), tentative[w]) for w in advanced)
             data = pa.concat_tables([t for _, t in take]) if len(take) > 1 else take[0][1]
             self.committed.update({w: tentative[w] for w in advanced})
-            for w, ts in max_timestamps(data).items():
-                self.watermarks[w] = max(ts, self.watermarks.get(w, ts))
-            self.written += data.num_rows
-            meta = {"piflow.job": "backfill", "piflow.range": self.plan.range_id}
+            span = (min(u.start_ticks for u, _ in take), max(u.end_ticks for u, _ in take))
             self._pending_write = asyncio.create_task(
-                asyncio.to_thread(self.sink.append, "pi_values", data, transactions=txns, metadata=meta)
-            )
+                asyncio.to_thread(self._commit, data, txns, before, span, compare))
 
-    async def reconcile(self, unit: WorkUnit, table: pa.Table) -> pa.Table:
-        """For a unit whose range already holds rows: merge changed rows now, return only the new ones."""
-        webids = [p.webid for p in unit.points]
-        since_us, until_us = unit.start_ticks // TICKS_PER_US, -(-unit.end_ticks // TICKS_PER_US)
-        existing = existing_rows(self.sink, webids, since_us, until_us)
-        new_rows, changed = split_new_and_changed(table, existing)
-        if changed.num_rows:
-            async with self._lock:
-                if self._pending_write is not None:
-                    await self._pending_write
-                    self._pending_write = None
-                await asyncio.to_thread(self.sink.upsert, "pi_values", changed, list(PI_VALUES_KEY))
-            self.written += changed.num_rows
-        return new_rows
+    def _commit(self, data: pa.Table, txns: list[tuple[str, int]], before: dict[str, int],
+                span: tuple[int, int], compare: bool) -> None:
+        """One batch, in one commit (runs in a thread; counts only what landed)."""
+        meta = {"piflow.job": "backfill", "piflow.run_id": self.run_id, "piflow.range": self.plan.range_id}
+        landed: list[Snapshot] = []
+
+        def plan(snap: Snapshot) -> Write:
+            landed[:] = [snap]
+            if snap is not self.snap:
+                self.foreign = True
+            if not (self.foreign or compare):
+                return Write(append=data, key=KEY, transactions=txns, metadata=meta)
+            self._check_transactions(snap, before)
+            existing = existing_rows(snap, sorted(before), span[0] // TICKS_PER_US, -(-span[1] // TICKS_PER_US))
+            new_rows, changed = split_new_and_changed(data, existing)
+            return replace(values_write(new_rows, changed, None, meta), transactions=txns)
+
+        write = self.sink.commit("pi_values", plan, first=self.snap)
+        self.snap = landed[0]
+        self.written += write.rows() if write is not None else 0
+        for w, ts in max_timestamps(data).items():
+            self.watermarks[w] = max(ts, self.watermarks.get(w, ts))
+
+    def _check_transactions(self, snap: Snapshot, before: dict[str, int]) -> None:
+        """Stop if another backfill of this range committed windows of these points meanwhile."""
+        for webid, windows in before.items():
+            now = snap.transaction_version(self.plan.app_id(webid)) or 0
+            if now != windows:
+                raise StateError(
+                    f"another backfill of the same range committed windows of point {webid} while this one ran "
+                    f"(the table has {now} windows done, this run expected {windows}); this run stops here "
+                    "without writing them: run it again to resume from what the table holds")
+
+    async def _finish_pending(self) -> None:
+        """Wait for the commit in flight, even when this task is cancelled meanwhile (the commit runs on in
+        its thread regardless; the run's counts must include it), then re-raise the cancellation."""
+        pending, self._pending_write = self._pending_write, None
+        if pending is None:
+            return
+        cancelled = False
+        while not pending.done():
+            try:
+                await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                cancelled = True
+        pending.result()
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def settle(self) -> None:
+        """Wait for the commit in flight, if any, without starting another (also when the run was cancelled)."""
+        await self._finish_pending()
 
     async def drain(self) -> None:
         await self.maybe_flush(force=True)
         async with self._lock:
-            if self._pending_write is not None:
-                await self._pending_write
-                self._pending_write = None
+            await self._finish_pending()
 
 
-def windows_with_data(sink: DeltaSink, plan: BackfillPlan, points: list[PointRef]) -> set[tuple[str, int]]:
+def windows_with_data(snap: Snapshot, plan: BackfillPlan, points: list[PointRef]) -> set[tuple[str, int]]:
     """(webid, window) pairs of this plan for which the table already holds rows written by something else.
 
     A sync, a stream or another backfill may have written part of the range; those windows must not be
     blindly appended again. The read is pruned by date partition and file statistics, so a range the table
     does not cover costs almost nothing.
     """
-    if not points or sink.table("pi_values") is None:
+    if not points or snap.is_empty():
         return set()
     start_us, end_us = plan.start_ticks // TICKS_PER_US, plan.end_ticks // TICKS_PER_US
-    existing = existing_rows(sink, [p.webid for p in points], start_us, end_us, columns=["webid", "timestamp"])
+    existing = existing_rows(snap, [p.webid for p in points], start_us, end_us, columns=["webid", "timestamp"])
     if existing.num_rows == 0:
         return set()
     ticks = np.asarray(pc.cast(existing.column("timestamp"), pa.int64()).to_numpy()) * TICKS_PER_US
@@ -157,14 +204,13 @@ def windows_with_data(sink: DeltaSink, plan: BackfillPlan, points: list[PointRef
     return set(zip(existing.column("webid").to_pylist(), windows.tolist(), strict=True))
 
 
-def committed_windows(sink: DeltaSink, plan: BackfillPlan, points: list[PointRef]) -> dict[str, int]:
+def committed_windows(snap: Snapshot, plan: BackfillPlan, points: list[PointRef]) -> dict[str, int]:
     """Windows already in the table per point, read from Delta's transaction identifiers."""
-    dt = sink.table("pi_values")
-    if dt is None:
+    if snap.table is None:
         return {}
     out: dict[str, int] = {}
     for p in points:
-        v = dt.transaction_version(plan.app_id(p.webid))
+        v = snap.transaction_version(plan.app_id(p.webid))
         if v:
             out[p.webid] = int(v)
     return out
@@ -187,30 +233,37 @@ async def run_backfill(settings: PiflowSettings, progress: Progress | None = Non
                 plan = make_plan(to_ticks(start), to_ticks(end), int(window.total_seconds() * TICKS_PER_SECOND)
                                  or DAY_TICKS)
                 result.window_start, result.window_end, result.points = start, end, len(points)
-                committed = committed_windows(sink, plan, points)
+                snap = sink.snapshot("pi_values")
+                committed = committed_windows(snap, plan, points)
                 group = group_size(len(points), settings.concurrency, settings.points_per_request, DEFAULT_GROUP)
                 units = units_to_do(plan, points, committed, group)
                 fresh = [p for p in points if committed.get(p.webid, 0) < plan.windows]
-                overlaps = windows_with_data(sink, plan, fresh)
+                overlaps = windows_with_data(snap, plan, fresh)
                 if overlaps:
                     progress.note(f"{len(overlaps)} point-windows already hold data: only missing rows are added")
                 if len(units) == 0:
                     progress.note("nothing to do: the table already holds this range")
                 progress.start(len(units), f"backfill {len(points)} points")
-                committer = _Committer(sink, plan, committed, flush_rows=settings.commit_rows)
+                committer = _Committer(sink, plan, committed, snap, result.run_id, flush_rows=settings.commit_rows)
                 reader = RecordedReader(client)
-                gate = await _run_units(units, reader, committer, settings.concurrency, progress,
-                                        lambda: client.http.retries, overlaps)
-                await committer.drain()
-                advance_watermarks(sink, committer.watermarks)
-                result.values_written = committer.written
+                try:
+                    gate = await _run_units(units, reader, committer, settings.concurrency, progress,
+                                            lambda: client.http.retries, overlaps)
+                    await committer.drain()
+                finally:
+                    await committer.settle()  # a commit in flight lands (or fails) before the run is recorded
+                    result.values_written = committer.written
+                    result.details["commit_retries"] = sink.conflicts
+                advance_watermarks(sink, committer.watermarks, {"piflow.job": "backfill",
+                                                                "piflow.run_id": result.run_id})
                 if reader.stats.missing:
                     result.status = "partial"
                     result.errors += len(reader.stats.missing)
                     result.message = (f"{len(reader.stats.missing)} point(s) unknown to the server, not written: "
                                       + "; ".join(list(reader.stats.missing.values())[:5]))
-                result.details = {"units": len(units), "pages": reader.stats.pages, "final_concurrency": gate.limit,
-                                  "continuations": reader.stats.continuations, "splits": reader.stats.splits}
+                result.details.update({"units": len(units), "pages": reader.stats.pages,
+                                       "final_concurrency": gate.limit, "continuations": reader.stats.continuations,
+                                       "splits": reader.stats.splits})
             finally:
                 take_client_counters(result, client)
         progress.close()
@@ -253,12 +306,10 @@ async def _run_units(units: list[WorkUnit], reader: RecordedReader, committer: _
                 gate.on_throttled()
             else:
                 gate.on_done(time.monotonic() - t0, table.num_rows)
-            if any((p.webid, unit.window) in overlaps for p in unit.points):
-                table = await committer.reconcile(unit, table)
             if reader.stats.missing:
                 # A point the server no longer knows is not marked done: the next run tries it again.
                 unit = replace(unit, points=tuple(p for p in unit.points if p.webid not in reader.stats.missing))
-            committer.add(unit, table)
+            committer.add(unit, table, overlapping=any((p.webid, unit.window) in overlaps for p in unit.points))
             progress.advance(1, table.num_rows)
             await committer.maybe_flush()
 

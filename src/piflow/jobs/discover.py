@@ -9,11 +9,10 @@ import fnmatch
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
 from piflow import schema
 from piflow.errors import NotFoundError
 from piflow.jobs.common import RunRecorder, RunResult, merge_changes, open_client, take_client_counters
+from piflow.jobs.merged_tables import read_rows, write_changes
 from piflow.progress import NullProgress, Progress
 from piflow.sinks.delta import DeltaSink
 
@@ -66,10 +65,10 @@ async def run_discover(settings: PiflowSettings, progress: Progress | None = Non
                     progress.advance(1)
             finally:
                 take_client_counters(result, client)
-        existing = sink.read("pi_points").to_pylist()
-        changes = catalog_changes(existing, current, server["Name"], settings.points, now)
-        if changes:
-            sink.upsert("pi_points", pa.Table.from_pylist(changes, schema=schema.PI_POINTS), schema.PI_POINTS_KEY)
+        changes = write_changes(
+            sink, "pi_points", lambda snap: catalog_changes(read_rows(snap), current, server["Name"], settings.points,
+                                                            now),
+            schema.PI_POINTS, schema.PI_POINTS_KEY, metadata={"piflow.job": "discover", "piflow.run_id": result.run_id})
         result.points = len(current)
         result.values_written = len(changes)
         result.details = {"changed": len(changes), "tombstoned": sum(1 for c in changes if c["is_deleted"])}

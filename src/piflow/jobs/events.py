@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -43,7 +43,7 @@ from piflow.jobs.merged_tables import read_rows, write_changes
 from piflow.jobs.pi_json import Json, Row, stream_error
 from piflow.pitime import format_ticks, from_ticks, parse_interval, parse_iso_ticks, to_ticks
 from piflow.progress import NullProgress, Progress
-from piflow.sinks.delta import DeltaSink
+from piflow.sinks.delta import DeltaSink, Snapshot
 
 if TYPE_CHECKING:
     from piflow.client.api import PiClient
@@ -186,6 +186,7 @@ class EventsRead:
     frames: list[Row] = field(default_factory=list)
     gone: list[str] = field(default_factory=list)  # open frames that no longer exist on the server
     windows: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)  # app id -> window
+    since: datetime | None = None  # the earliest window start: existing rows from here on may be replaced
 
 
 def split_window(start: datetime, end: datetime, parts: int,
@@ -266,35 +267,35 @@ async def read_attribute_values(client: PiClient, frames: Sequence[str]) -> dict
 
 
 # ---- the job -------------------------------------------------------------------------------------------------------
-def watermark(sink: DeltaSink, app_id: str) -> datetime | None:
+def watermark(snap: Snapshot, app_id: str) -> datetime | None:
     """Where the last run of this database and these filters ended (None before the first run)."""
-    version = sink.transaction_version("pi_event_frames", app_id)
+    version = snap.transaction_version(app_id)
     return None if version is None else datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=version)
 
 
-def _window(sink: DeltaSink, app_id: str, settings: PiflowSettings, overlap: timedelta,
+def _window(snap: Snapshot, app_id: str, settings: PiflowSettings, overlap: timedelta,
             now: datetime) -> tuple[datetime, datetime]:
     end = resolve_time("end", settings.end, now)
-    mark = watermark(sink, app_id)
+    mark = watermark(snap, app_id)
     start = resolve_time("start", settings.start, now) if mark is None else mark - overlap
     return min(start, end), end
 
 
-def _existing_frames(sink: DeltaSink, since: datetime | None) -> list[Row]:
+def _existing_frames(snap: Snapshot, since: datetime | None) -> list[Row]:
     """Rows the search can touch: open ones and those ending or starting inside the window."""
-    if sink.table("pi_event_frames") is None:
+    if snap.table is None:
         return []
     if since is None:
-        return read_rows(sink, "pi_event_frames")
+        return read_rows(snap)
     f = ds.field("in_progress") | (ds.field("end_time") >= since) | (ds.field("start_time") >= since)
-    rows: list[Row] = sink.read("pi_event_frames", filter=f).to_pylist()
+    rows: list[Row] = snap.read(filter=f).to_pylist()
     return rows
 
 
-def _existing_attributes(sink: DeltaSink, frames: Sequence[str]) -> list[Row]:
-    if sink.table("pi_event_frame_attributes") is None or not frames:
+def _existing_attributes(snap: Snapshot, frames: Sequence[str]) -> list[Row]:
+    if snap.table is None or not frames:
         return []
-    table = sink.read("pi_event_frame_attributes")
+    table = snap.read()
     keep = pc.is_in(table.column("frame_webid").cast(pa.string()), value_set=pa.array(list(frames), pa.string()))
     rows: list[Row] = table.filter(keep).to_pylist()
     return rows
@@ -319,9 +320,11 @@ async def _read(client: PiClient, sink: DeltaSink, settings: PiflowSettings, dbs
     the existing rows those frames may replace."""
     server_time = await server_now(client)
     out = EventsRead()
-    windows = [(db, filters.app_id(db), *_window(sink, filters.app_id(db), settings, overlap, server_time))
+    snap = sink.snapshot("pi_event_frames")
+    windows = [(db, filters.app_id(db), *_window(snap, filters.app_id(db), settings, overlap, server_time))
                for db in dbs]
-    existing = _existing_frames(sink, min((w[2] for w in windows), default=None))
+    out.since = min((w[2] for w in windows), default=None)
+    existing = _existing_frames(snap, out.since)
     now = datetime.now(UTC)
     seen: dict[str, Row] = {}
     for db, app_id, start, end in windows:
@@ -365,18 +368,25 @@ async def run_events(
                 read, existing = await _read(client, sink, settings, dbs, filters, lap, page_size, progress)
                 now = datetime.now(UTC)
                 changes = frame_changes(existing, read, now)
-                attr_changes = []
+                attr_changes: Callable[[Snapshot], list[Row]] = _no_changes
                 if attributes:
                     attr_changes = await _attribute_changes(client, sink, changes, read.frames, progress, now)
             finally:
                 take_client_counters(result, client)
-        write_changes(sink, "pi_event_frame_attributes", attr_changes, af_schema.PI_EVENT_FRAME_ATTRIBUTES,
-                      af_schema.PI_EVENT_FRAME_ATTRIBUTES_KEY)
-        marks = [(app_id, max(_us(end), _us(watermark(sink, app_id) or end)))
-                 for app_id, (_, end) in read.windows.items()]  # a watermark never moves back
-        write_changes(sink, "pi_event_frames", changes, af_schema.PI_EVENT_FRAMES, af_schema.PI_EVENT_FRAMES_KEY,
-                      transactions=marks)
-        _report(result, sink, read, changes, attr_changes, progress)
+        meta = {"piflow.job": "events", "piflow.run_id": result.run_id}
+        attrs_written = write_changes(sink, "pi_event_frame_attributes", attr_changes,
+                                      af_schema.PI_EVENT_FRAME_ATTRIBUTES, af_schema.PI_EVENT_FRAME_ATTRIBUTES_KEY,
+                                      metadata=meta)
+
+        def marks(snap: Snapshot) -> list[tuple[str, int]]:
+            """Each search's end as its watermark, which never moves back."""
+            return [(app_id, max(_us(end), _us(watermark(snap, app_id) or end)))
+                    for app_id, (_, end) in read.windows.items()]
+
+        written = write_changes(
+            sink, "pi_event_frames", lambda snap: frame_changes(_existing_frames(snap, read.since), read, now),
+            af_schema.PI_EVENT_FRAMES, af_schema.PI_EVENT_FRAMES_KEY, transactions=marks, metadata=meta)
+        _report(result, sink, read, written, attrs_written, progress)
     return result
 
 
@@ -387,17 +397,23 @@ def frame_changes(existing: Iterable[Row], read: EventsRead, now: datetime) -> l
 
 
 async def _attribute_changes(client: PiClient, sink: DeltaSink, changes: Sequence[Row], frames: Sequence[Row],
-                             progress: Progress, now: datetime) -> list[Row]:
+                             progress: Progress, now: datetime) -> Callable[[Snapshot], list[Row]]:
+    """Read the attribute values the changed frames need; returns how to compare them with a snapshot."""
     webids = [f["webid"] for f in frames]
-    existing = _existing_attributes(sink, webids)
+    existing = _existing_attributes(sink.snapshot("pi_event_frame_attributes"), webids)
     todo = needs_attributes(changes, frames, {r["frame_webid"] for r in existing})
     if not todo:
-        return []
+        return _no_changes
     progress.start(len(todo), "events: attribute values")
     values = await read_attribute_values(client, todo)
     current = [row for w, items in values.items() for row in frame_attribute_rows(w, items, now)]
     reread = set(values)
-    return merge_changes(existing, current, _ATTR_COMPARED, lambda r: r["frame_webid"] in reread, now)
+    return lambda snap: merge_changes(_existing_attributes(snap, webids), current, _ATTR_COMPARED,
+                                      lambda r: r["frame_webid"] in reread, now)
+
+
+def _no_changes(_: Snapshot) -> list[Row]:
+    return []
 
 
 def _us(dt: datetime) -> int:

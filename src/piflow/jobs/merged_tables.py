@@ -1,38 +1,51 @@
 """The merge-written Delta tables (``pi_af_elements``, ``pi_af_attributes``, ``pi_event_frames`` ...) as rows: read a
-whole table, write the changed rows in one commit. Shared by ``piflow af`` and ``piflow events``; separate from the
-pure row logic because it does the Delta I/O.
+whole table, write the changed rows in one commit. Shared by ``piflow af``, ``piflow events`` and
+``piflow discover``; apart from the pure row logic because it does the Delta I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from piflow.jobs.pi_json import Row
+from piflow.sinks.delta import Snapshot, Write
 
 if TYPE_CHECKING:
     from piflow.sinks.delta import DeltaSink
 
 
-def read_rows(sink: DeltaSink, name: str) -> list[Row]:
-    """Every row of a table as dicts (none when the table does not exist yet)."""
-    if sink.table(name) is None:
+def read_rows(snap: Snapshot) -> list[Row]:
+    """Every row of one version of a table as dicts (none when the table does not exist yet)."""
+    if snap.table is None:
         return []
-    rows: list[Row] = sink.read(name).to_pylist()
+    rows: list[Row] = snap.read().to_pylist()
     return rows
 
 
-def write_changes(sink: DeltaSink, name: str, rows: list[Row], schema: pa.Schema, key: Sequence[str],
-                  transactions: Iterable[tuple[str, int]] = ()) -> int:
-    """Merge the rows on ``key`` in one commit (a plain append when the table does not exist yet: nothing to
-    match, and much faster for a first load)."""
-    if not rows:
-        return 0
-    data = pa.Table.from_pylist(rows, schema=schema)
-    if sink.table(name) is None:
-        sink.append(name, data, transactions=transactions)
-    else:
-        sink.upsert(name, data, key, transactions=transactions)
-    return len(rows)
+def write_changes(sink: DeltaSink, name: str, changes: Callable[[Snapshot], list[Row]], schema: pa.Schema,
+                  key: Sequence[str], transactions: Callable[[Snapshot], Sequence[tuple[str, int]]] | None = None,
+                  metadata: dict[str, str] | None = None) -> list[Row]:
+    """Merge the rows ``changes`` finds against a snapshot on ``key``, in one commit; returns the rows written.
+
+    ``changes`` is asked again, against a newer snapshot, when another writer commits first (the sink's
+    writer protocol), so it must compare with the snapshot it is given. A table with no rows yet takes a
+    plain append: nothing to match, and much faster for a first load.
+    """
+    written: list[Row] = []
+
+    def plan(snap: Snapshot) -> Write | None:
+        rows = changes(snap)
+        written[:] = rows
+        if not rows:
+            return None
+        data = pa.Table.from_pylist(rows, schema=schema)
+        txns = tuple(transactions(snap)) if transactions is not None else ()
+        if snap.is_empty():
+            return Write(append=data, key=key, transactions=txns, metadata=metadata or {})
+        return Write(upsert=data, key=key, transactions=txns, metadata=metadata or {})
+
+    sink.commit(name, plan, schema=schema)
+    return written

@@ -34,7 +34,7 @@ from piflow.jobs.watermarks import advance_watermarks, max_timestamps, read_wate
 from piflow.pitime import TICKS_PER_SECOND, TICKS_PER_US, from_ticks, to_ticks
 from piflow.planner import PointRef, group_for_sync
 from piflow.progress import NullProgress, Progress
-from piflow.sinks.delta import DeltaSink
+from piflow.sinks.delta import DeltaSink, Snapshot, Write
 
 if TYPE_CHECKING:
     from piflow.config import PiflowSettings
@@ -154,9 +154,9 @@ def _sorted(indices: pa.Array | pa.ChunkedArray) -> pa.Array:
     return pc.take(indices, pc.sort_indices(indices))
 
 
-def existing_rows(sink: DeltaSink, webids: list[str], since_us: int, until_us: int | None = None,
+def existing_rows(snap: Snapshot, webids: list[str], since_us: int, until_us: int | None = None,
                   columns: list[str] | None = None) -> pa.Table:
-    """What the table holds for these points in [since, until) (partition- and stats-pruned read)."""
+    """What one version of ``pi_values`` holds for these points in [since, until) (partition- and stats-pruned)."""
     since = datetime.fromtimestamp(since_us / 1_000_000, UTC)
     flt = (ds.field("date") >= pa.scalar(since.date(), pa.date32())) & (
         ds.field("timestamp") >= pa.scalar(since_us, pa.int64()).cast(schema.TS)) & ds.field("webid").isin(webids)
@@ -164,43 +164,61 @@ def existing_rows(sink: DeltaSink, webids: list[str], since_us: int, until_us: i
         until = datetime.fromtimestamp(until_us / 1_000_000, UTC)
         flt = flt & (ds.field("date") <= pa.scalar(until.date(), pa.date32())) & (
             ds.field("timestamp") < pa.scalar(until_us, pa.int64()).cast(schema.TS))
-    return sink.read("pi_values", columns=columns or list(schema.PI_VALUES_CONTENT), filter=flt)
+    return snap.read(columns=columns or list(schema.PI_VALUES_CONTENT), filter=flt)
+
+
+def values_write(new_rows: pa.Table, changed: pa.Table, gone: pa.Table | None,
+                 metadata: dict[str, str]) -> Write:
+    """New rows, changed rows and deleted keys of ``pi_values`` as one write (one commit, all or nothing).
+
+    The merge bounds (date and time from the earliest row involved) let delta-rs skip files by statistics
+    without excluding any row the write could match.
+    """
+    involved = [t for t in (changed, gone) if t is not None and t.num_rows]
+    if not involved:
+        return Write(append=new_rows, key=KEY, metadata=metadata)
+    first = min(pc.min(t.column("timestamp")).cast(pa.int64()).as_py() for t in [*involved, new_rows]
+                if t.num_rows)
+    start = datetime.fromtimestamp(first / 1_000_000, UTC)
+    return Write(append=new_rows, upsert=changed, delete=gone, key=KEY, metadata=metadata,
+                 bounds=f"t.date >= '{start.date().isoformat()}' AND t.timestamp >= '{start.isoformat()}'")
 
 
 def commit_diff(sink: DeltaSink, fetched: pa.Table, webids: list[str], since_us: int,
-                metadata: dict[str, str], existing: pa.Table | None = None,
-                covered: tuple[dict[str, int], int] | None = None) -> tuple[int, int, int]:
+                metadata: dict[str, str], existing: tuple[Snapshot, pa.Table] | None = None,
+                covered: tuple[dict[str, int], int] | None = None,
+                hold: frozenset[str] = frozenset()) -> tuple[int, int, int]:
     """Make the table hold ``fetched`` for these points from ``since`` on, without duplicating anything.
 
     ``fetched`` must be everything the server holds for ``webids`` over the range it covers (so that seq
-    numbers are the server's). New keys are appended; keys whose content changed are merged; with
+    numbers are the server's). New keys are appended; keys whose content changed are replaced; with
     ``covered`` = (first tick read per point, last tick read), rows the server no longer holds in that range
-    are deleted; the watermarks then move forward. Safe to repeat: a second call with the same data changes
-    nothing. ``existing`` is ``existing_rows(sink, webids, since_us)`` when the caller read it already.
-    Returns (inserted, updated, deleted).
+    are deleted; all three in one commit, planned from one snapshot (planned again from a fresh one when
+    another writer committed first). The watermarks then move forward. Safe to repeat: a second call with
+    the same data changes nothing. ``existing`` is (snapshot, ``existing_rows(snapshot, webids, since_us)``)
+    when the caller read it already; ``hold`` names points whose rows are only added to, never changed or
+    deleted (their stored values are newer than the server's clock). Returns (inserted, updated, deleted).
     """
-    if existing is None:
-        existing = existing_rows(sink, webids, since_us)
-    new_rows, changed, lacking = diff_rows(fetched, existing)
-    gone = within_read(lacking, *covered) if covered is not None else None
-    if new_rows.num_rows:
-        sink.append("pi_values", new_rows, metadata=metadata)
-    if changed.num_rows:
-        since_date = datetime.fromtimestamp(since_us / 1_000_000, UTC).date().isoformat()
-        first = pc.min(changed.column("timestamp")).cast(pa.int64()).as_py()
-        # Date and time bounds let the merge skip files by their statistics instead of reading them all.
-        sink.upsert("pi_values", changed, KEY, metadata=metadata,
-                    extra_predicate=f"t.date >= '{since_date}' AND t.timestamp >= "
-                                    f"'{datetime.fromtimestamp(first / 1_000_000, UTC).isoformat()}'")
-    if gone is not None and gone.num_rows:
-        first = pc.min(gone.column("timestamp")).cast(pa.int64()).as_py()
-        since_date = datetime.fromtimestamp(first / 1_000_000, UTC).date().isoformat()
-        log.info("sync: %d values were deleted in PI; deleting them here too", gone.num_rows)
-        sink.delete_matching("pi_values", gone, KEY, metadata=metadata,
-                             extra_predicate=f"t.date >= '{since_date}' AND t.timestamp >= "
-                                             f"'{datetime.fromtimestamp(first / 1_000_000, UTC).isoformat()}'")
-    advance_watermarks(sink, max_timestamps(fetched))
-    return new_rows.num_rows, changed.num_rows, 0 if gone is None else gone.num_rows
+    counts = (0, 0, 0)
+
+    def plan(snap: Snapshot) -> Write:
+        nonlocal counts
+        held = existing[1] if existing is not None and snap is existing[0] else existing_rows(snap, webids, since_us)
+        new_rows, changed, lacking = diff_rows(fetched, held)
+        gone = within_read(lacking, *covered) if covered is not None else None
+        if hold:
+            held_ids = pa.array(sorted(hold), pa.string())
+            changed = changed.filter(pc.invert(pc.is_in(changed.column("webid"), value_set=held_ids)))
+            if gone is not None:
+                gone = gone.filter(pc.invert(pc.is_in(gone.column("webid"), value_set=held_ids)))
+        counts = (new_rows.num_rows, changed.num_rows, 0 if gone is None else gone.num_rows)
+        return values_write(new_rows, changed, gone, metadata)
+
+    sink.commit("pi_values", plan, first=existing[0] if existing is not None else None)
+    if counts[2]:
+        log.info("sync: %d values were deleted in PI; deleted them here too", counts[2])
+    advance_watermarks(sink, max_timestamps(fetched), metadata)
+    return counts
 
 
 async def run_sync(settings: PiflowSettings, progress: Progress | None = None) -> RunResult:
@@ -228,9 +246,12 @@ async def run_sync(settings: PiflowSettings, progress: Progress | None = None) -
                 reader = RecordedReader(client)
                 since_us = min(starts.values()) // TICKS_PER_US
                 webids = [p.webid for p in points]
+                hold = clock_behind(marks, webids, now, progress)
                 # What the table holds is read in a thread while the server answers (Arrow and Delta release
-                # the GIL): the read is as long as the fetch for a one-hour lookback.
-                existing = asyncio.create_task(asyncio.to_thread(existing_rows, sink, webids, since_us))
+                # the GIL): the read is as long as the fetch for a one-hour lookback. The commit is planned
+                # from this snapshot (and again from a newer one if another writer commits meanwhile).
+                snap = sink.snapshot("pi_values")
+                existing = asyncio.create_task(asyncio.to_thread(existing_rows, snap, webids, since_us))
                 try:
                     fetched = await _read_groups(reader, groups, end_ticks, settings.concurrency, progress)
                 finally:
@@ -244,11 +265,30 @@ async def run_sync(settings: PiflowSettings, progress: Progress | None = None) -
                    if p.webid not in reader.stats.missing}
         inserted, updated, deleted = commit_diff(sink, fetched, webids, since_us,
                                                  {"piflow.job": "sync", "piflow.run_id": result.run_id},
-                                                 existing=held[0], covered=(covered, end_ticks))
+                                                 existing=(snap, held[0]), covered=(covered, end_ticks), hold=hold)
         result.values_written = inserted + updated + deleted
-        result.details = {"read": fetched.num_rows, "inserted": inserted, "updated": updated, "deleted": deleted}
+        result.details = {"read": fetched.num_rows, "inserted": inserted, "updated": updated, "deleted": deleted,
+                          "held_points": len(hold), "commit_retries": sink.conflicts}
         progress.close()
     return result
+
+
+def clock_behind(marks: dict[str, int], webids: list[str], now: datetime, progress: Progress) -> frozenset[str]:
+    """The points whose stored values are newer than the server's clock, after saying so once.
+
+    A server whose clock is behind (or was set back) shows history as it was earlier: values that arrived
+    later are missing and edits not yet made. Taking that for deletions and edits would remove and revert
+    good rows, so those points are only added to until the server's clock passes their watermark again.
+    """
+    now_us = to_ticks(now) // TICKS_PER_US
+    ahead = frozenset(w for w in webids if marks.get(w, now_us) > now_us)
+    if ahead:
+        newest = from_ticks(max(marks[w] for w in ahead) * TICKS_PER_US)
+        message = (f"the PI server's clock ({now.isoformat()}) is behind the newest stored value of {len(ahead)} "
+                   f"point(s) (up to {newest.isoformat()}): their deletions and edits are skipped this run")
+        log.warning("%s", message)
+        progress.note(message)
+    return ahead
 
 
 async def _read_groups(reader: RecordedReader, groups: list[tuple[int, list[PointRef]]], end_ticks: int,

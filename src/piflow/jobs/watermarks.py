@@ -2,7 +2,9 @@
 
 A watermark only ever moves forward, and is written *after* the values it covers are committed. A crash in
 between leaves it behind the data, which costs a re-read on the next sync (values are matched on their key,
-so nothing is duplicated), never a gap.
+so nothing is duplicated), never a gap. Writers that advance watermarks at the same time (a sync beside a
+stream) each plan from the version they read and the sink's writer protocol makes the later one plan again,
+so no advance is lost and none moves a watermark back.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from piflow import schema
-from piflow.sinks.delta import DeltaSink
+from piflow.sinks.delta import DeltaSink, Snapshot, Write
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -28,13 +30,14 @@ def max_timestamps(values: pa.Table) -> dict[str, int]:
     return dict(zip(grouped.column("webid").to_pylist(), grouped.column("ts_max").to_pylist(), strict=True))
 
 
-def read_watermarks(sink: DeltaSink) -> dict[str, int]:
-    table = sink.read("pi_watermarks", columns=["webid", "watermark"])
+def read_watermarks(sink: DeltaSink | Snapshot) -> dict[str, int]:
+    table = sink.read("pi_watermarks", columns=["webid", "watermark"]) if isinstance(sink, DeltaSink) else (
+        sink.read(columns=["webid", "watermark"]))
     ts = pc.cast(table.column("watermark"), pa.int64()).to_pylist()
     return dict(zip(table.column("webid").to_pylist(), ts, strict=True))
 
 
-def advance_watermarks(sink: DeltaSink, newest: dict[str, int]) -> int:
+def advance_watermarks(sink: DeltaSink, newest: dict[str, int], metadata: dict[str, str] | None = None) -> int:
     """Move watermarks forward to ``newest`` where that is later; returns how many moved.
 
     The table holds one small row per point, so it is rewritten whole (one atomic overwrite) rather than
@@ -42,21 +45,27 @@ def advance_watermarks(sink: DeltaSink, newest: dict[str, int]) -> int:
     """
     if not newest:
         return 0
-    current = read_watermarks(sink)
-    moved = {w: t for w, t in newest.items() if t > current.get(w, -(2**62))}
-    if not moved:
-        return 0
-    now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
-    existing = sink.read("pi_watermarks")
-    keep = existing.filter(pc.invert(pc.is_in(existing.column("webid"), pa.array(list(moved), pa.string()))))
-    table = pa.table(
-        {
-            "webid": pa.array(list(moved), pa.string()),
-            "watermark": pa.array(list(moved.values()), pa.int64()).cast(schema.TS),
-            "updated_at": pa.array([now_us] * len(moved), pa.int64()).cast(schema.TS),
-        },
-        schema=schema.PI_WATERMARKS,
-    )
-    kept = keep.select(table.column_names).cast(schema.PI_WATERMARKS)
-    sink.overwrite("pi_watermarks", pa.concat_tables([kept, table]))
+    moved: dict[str, int] = {}
+
+    def plan(snap: Snapshot) -> Write | None:
+        current = read_watermarks(snap)
+        moved.clear()
+        moved.update({w: t for w, t in newest.items() if t > current.get(w, -(2**62))})
+        if not moved:
+            return None
+        now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+        existing = snap.read()
+        keep = existing.filter(pc.invert(pc.is_in(existing.column("webid"), pa.array(list(moved), pa.string()))))
+        table = pa.table(
+            {
+                "webid": pa.array(list(moved), pa.string()),
+                "watermark": pa.array(list(moved.values()), pa.int64()).cast(schema.TS),
+                "updated_at": pa.array([now_us] * len(moved), pa.int64()).cast(schema.TS),
+            },
+            schema=schema.PI_WATERMARKS,
+        )
+        kept = keep.select(table.column_names).cast(schema.PI_WATERMARKS)
+        return Write(overwrite=pa.concat_tables([kept, table]), metadata=metadata or {})
+
+    sink.commit("pi_watermarks", plan)
     return len(moved)

@@ -1,28 +1,50 @@
 """Delta tables through delta-rs: the laptop sink (no cluster) and the one place that imports ``deltalake``.
 
-Exactly-once appends use Delta's transaction identifiers: a commit carries ``Transaction(app_id, version)``
-entries in the same atomic log entry as its data, so "was this unit of work written?" is answered by the table
-itself (``DeltaTable.transaction_version``) and state and data can never disagree.
+The writer protocol (who may commit what)
+-----------------------------------------
+Every change piflow makes to one of its tables is planned from one :class:`Snapshot` (a fixed table version)
+and committed *from that version* by :meth:`DeltaSink.commit`. Each such commit carries the transaction
+identifier ``Transaction(WRITER_APP_ID, n)``. delta-rs refuses to commit a transaction whose identifiers a
+commit made since its read version also carries (``CommitFailedError: Concurrent transaction failed``), so a
+plan is committed only if no other piflow writer committed to that table after the plan's snapshot was taken.
+When one did, the sink says so in one line (naming the other writer's job and run), takes a fresh snapshot, and
+asks the caller to plan again (a new diff against what the table now holds), up to ``COMMIT_ATTEMPTS`` times.
+This is optimistic concurrency: any number of writers on local disks and object stores alike (the check is
+done by the commit itself, no lock file), none of which can ever commit a plan made from a stale read.
+
+A plan (:class:`Write`) lands in one atomic commit: rows appended, rows replaced and rows deleted together.
+Commits that change no row (``optimize``) need no identifier: delta-rs's own conflict rules stop a merge
+that read files a compaction replaced. Blind appends of rows that never collide (``pi_ingest_runs``) use
+:meth:`DeltaSink.append`.
+
+Exactly-once backfills use more transaction identifiers in the same commit (one per point, version = windows
+done), so "was this unit of work written?" is answered by the table itself.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import DeltaError, TableNotFoundError
-from deltalake.table import TableMerger
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from piflow import schema as contract
-from piflow.errors import SinkError
+from piflow.errors import SinkError, WriteConflictError
 
 log = logging.getLogger(__name__)
+
+WRITER_APP_ID = "piflow.writer"
+COMMIT_ATTEMPTS = 12
+_OP = "__piflow_op"
 
 _TABLE_CONFIG: dict[str, dict[str, str | None]] = {
     "pi_points": {"delta.enableChangeDataFeed": "true"},
@@ -34,12 +56,74 @@ _TABLE_CONFIG: dict[str, dict[str, str | None]] = {
 _PARTITIONS: dict[str, list[str]] = {"pi_values": list(contract.PI_VALUES_PARTITION)}
 
 
+@dataclass(frozen=True)
+class Write:
+    """One planned commit, worked out from one snapshot; everything in it lands together or not at all.
+
+    ``append`` holds rows whose keys the snapshot lacks; ``upsert`` rows that replace the rows with their key
+    (or are added); ``delete`` the keys whose rows go. ``overwrite`` replaces the whole table. ``bounds`` is
+    an extra merge predicate on the target (``t.date >= ...``) that lets delta-rs skip files by statistics.
+    """
+
+    append: pa.Table | None = None
+    upsert: pa.Table | None = None
+    delete: pa.Table | None = None
+    overwrite: pa.Table | None = None
+    key: Sequence[str] = ()
+    bounds: str | None = None
+    transactions: Sequence[tuple[str, int]] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def rows(self) -> int:
+        """How many rows this write adds, replaces or deletes."""
+        return sum(t.num_rows for t in (self.append, self.upsert, self.delete, self.overwrite) if t is not None)
+
+    @property
+    def empty(self) -> bool:
+        return self.overwrite is None and self.rows() == 0 and not self.transactions
+
+
+class Snapshot:
+    """One version of one table: every read of a plan comes from here, and its commit is made from here."""
+
+    def __init__(self, sink: DeltaSink, name: str, table: DeltaTable | None) -> None:
+        self.sink = sink
+        self.name = name
+        self.table = table
+
+    @property
+    def version(self) -> int | None:
+        """The table version (None when the table does not exist)."""
+        return None if self.table is None else int(self.table.version())
+
+    def read(self, columns: Sequence[str] | None = None, filter: ds.Expression | None = None) -> pa.Table:
+        return self.sink.read_version(self.name, self.table, columns, filter)
+
+    def transaction_version(self, app_id: str) -> int | None:
+        """The version recorded for ``app_id`` as of this snapshot (None if never)."""
+        if self.table is None:
+            return None
+        try:
+            version: int | None = self.table.transaction_version(app_id)
+        except DeltaError as exc:
+            raise SinkError(f"cannot read transaction {app_id} of {self.name}: {exc}") from exc
+        return version
+
+    def is_empty(self) -> bool:
+        """True when the snapshot holds no data file (a table just created, or none at all)."""
+        return self.table is None or len(self.table.file_uris()) == 0
+
+
 class DeltaSink:
-    """The tables of one target: ``<target>/pi_values``, ``<target>/pi_points``, ..."""
+    """The tables of one target: ``<target>/pi_values``, ``<target>/pi_points``, ...
+
+    ``conflicts`` counts the commits this sink had to plan again because another writer committed first.
+    """
 
     def __init__(self, target: str, storage_options: Mapping[str, str] | None = None) -> None:
         self.target = target.rstrip("/")
         self.storage_options = dict(storage_options or {})
+        self.conflicts = 0
 
     # ---- paths and handles ----------------------------------------------------------------------------
     def uri(self, name: str) -> str:
@@ -56,8 +140,15 @@ class DeltaSink:
         except (DeltaError, OSError) as exc:
             raise SinkError(f"cannot open Delta table {name} at {self.uri(name)}: {exc}") from exc
 
+    def snapshot(self, name: str) -> Snapshot:
+        """The table's newest version, to plan a write from (see :meth:`commit`)."""
+        return Snapshot(self, name, self.table(name))
+
     def ensure(self, name: str, schema: pa.Schema) -> DeltaTable:
-        """Create the table (empty, with its contract schema, partitions and properties) if missing."""
+        """Create the table (empty, with its contract schema, partitions and properties) if missing.
+
+        Two writers may create it at once: the one that loses finds the table there, which is all it wanted.
+        """
         dt = self.table(name)
         if dt is not None:
             return dt
@@ -69,34 +160,102 @@ class DeltaSink:
                 configuration=_TABLE_CONFIG.get(name), storage_options=self.storage_options or None,
             )
         except (DeltaError, OSError) as exc:
-            raise SinkError(f"cannot create Delta table {name} at {self.uri(name)}: {exc}") from exc
-        dt = self.table(name)
-        assert dt is not None
-        return dt
-
-    # ---- exactly-once appends --------------------------------------------------------------------------
-    def transaction_version(self, name: str, app_id: str) -> int | None:
+            if self.table(name) is None:
+                raise SinkError(f"cannot create Delta table {name} at {self.uri(name)}: {exc}") from exc
         dt = self.table(name)
         if dt is None:
-            return None
-        try:
-            version: int | None = dt.transaction_version(app_id)
-        except DeltaError as exc:
-            raise SinkError(f"cannot read transaction {app_id} of {name}: {exc}") from exc
-        return version
+            raise SinkError(f"Delta table {name} at {self.uri(name)} vanished right after it was created")
+        return dt
 
-    def append(
-        self,
-        name: str,
-        data: pa.Table,
-        *,
-        transactions: Iterable[tuple[str, int]] = (),
-        metadata: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Append ``data`` and record ``transactions`` in the same atomic commit."""
+    # ---- the writer protocol -----------------------------------------------------------------------------
+    def commit(self, name: str, plan: Callable[[Snapshot], Write | None], *, first: Snapshot | None = None,
+               schema: pa.Schema | None = None, attempts: int = COMMIT_ATTEMPTS) -> Write | None:
+        """Plan a write from a snapshot and commit it from that snapshot; plan again when another writer
+        committed first. Returns the write that landed (None or an empty write: nothing to do).
+
+        ``first`` is the snapshot of the first attempt (default: the newest version); later attempts always
+        take the newest. ``plan`` must derive everything it writes from the snapshot it is given. ``schema``
+        is the table's schema where the contract has none (asset views).
+        """
+        table_schema = schema if schema is not None else contract.TABLES[name]
+        snap = first
+        for attempt in range(1, attempts + 1):
+            if snap is None or snap.table is None:
+                self.ensure(name, table_schema)
+                snap = self.snapshot(name)
+            write = plan(snap)
+            if write is None or write.empty:
+                return write
+            try:
+                self._execute(snap, write, table_schema)
+                return write
+            except CommitFailedError as exc:
+                self.conflicts += 1
+                if attempt == attempts:
+                    raise WriteConflictError(
+                        f"{name}: gave up after {attempts} attempts, other writers kept committing first "
+                        f"(last: {self._winners(name, snap.version)}); nothing of this write landed") from exc
+                log.warning("%s: %s committed after version %s, which this %s write was planned from; "
+                            "planning it again (attempt %d of %d)", name, self._winners(name, snap.version),
+                            snap.version, write.metadata.get("piflow.job", "piflow"), attempt + 1, attempts)
+                time.sleep(random.uniform(0.02, 0.1) * min(attempt, 10))
+                snap = None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _execute(self, snap: Snapshot, write: Write, table_schema: pa.Schema) -> None:
+        """Commit ``write`` from ``snap``'s version, in one commit carrying the writer identifier."""
+        dt = snap.table
+        assert dt is not None
+        name = snap.name
+        mine = dt.transaction_version(WRITER_APP_ID)
+        txns = [Transaction(app_id=WRITER_APP_ID, version=(mine or 0) + 1)]
+        txns += [Transaction(app_id=a, version=v) for a, v in write.transactions]
+        props = CommitProperties(app_transactions=txns, custom_metadata=dict(write.metadata) or None)
+        if write.overwrite is not None:
+            self._write(dt, name, write.overwrite, "overwrite", props)
+        elif (write.upsert is None or write.upsert.num_rows == 0) and (
+                write.delete is None or write.delete.num_rows == 0):
+            data = write.append if write.append is not None else table_schema.empty_table()
+            self._write(dt, name, data, "append", props)
+        else:
+            _merge(dt, _merge_source(write, table_schema), write.key, write.bounds, props,
+                   f"commit to {name} failed")
+
+    def _write(self, dt: DeltaTable, name: str, data: pa.Table, mode: Literal["append", "overwrite"],
+               props: CommitProperties) -> None:
+        try:
+            if mode == "overwrite":
+                write_deltalake(dt, data, mode="overwrite", partition_by=_PARTITIONS.get(name),
+                                commit_properties=props, storage_options=self.storage_options or None)
+            else:
+                write_deltalake(dt, data, mode="append", partition_by=_PARTITIONS.get(name),
+                                commit_properties=props, storage_options=self.storage_options or None)
+        except CommitFailedError:
+            raise
+        except (DeltaError, OSError, pa.ArrowInvalid) as exc:
+            raise SinkError(f"{mode} of {name} failed: {exc}") from exc
+
+    def _winners(self, name: str, since: int | None) -> str:
+        """Who committed to the table after version ``since``: "sync run 1a2b... (version 12)", best effort."""
+        dt = self.table(name)
+        if dt is None or since is None:
+            return "another writer"
+        try:
+            newer = [h for h in dt.history(limit=max(1, int(dt.version()) - since)) if int(h["version"]) > since]
+        except (DeltaError, OSError, KeyError, ValueError):
+            return "another writer"
+        if not newer:
+            return "another writer"
+        last = newer[0]
+        who = f"{last.get('piflow.job', last.get('operation', 'a writer'))} run {last.get('piflow.run_id', '?')}"
+        more = f" and {len(newer) - 1} more" if len(newer) > 1 else ""
+        return f"{who} (version {last['version']}){more}"
+
+    # ---- blind appends ----------------------------------------------------------------------------------
+    def append(self, name: str, data: pa.Table, *, metadata: Mapping[str, Any] | None = None) -> None:
+        """Append rows that can never collide with others (run records keyed by a fresh run id), no plan."""
         self.ensure(name, contract.TABLES.get(name, data.schema))
-        txns = [Transaction(app_id=a, version=v) for a, v in transactions]
-        props = CommitProperties(app_transactions=txns or None, custom_metadata=dict(metadata or {}) or None)
+        props = CommitProperties(custom_metadata=dict(metadata or {}) or None)
         try:
             write_deltalake(
                 self.uri(name), data, mode="append", partition_by=_PARTITIONS.get(name),
@@ -105,61 +264,31 @@ class DeltaSink:
         except (DeltaError, OSError, pa.ArrowInvalid) as exc:
             raise SinkError(f"append to {name} failed: {exc}") from exc
 
-    def overwrite(self, name: str, data: pa.Table) -> None:
-        """Replace the whole table in one commit (for small state tables)."""
-        self.ensure(name, contract.TABLES.get(name, data.schema))
-        try:
-            write_deltalake(self.uri(name), data, mode="overwrite", storage_options=self.storage_options or None)
-        except (DeltaError, OSError, pa.ArrowInvalid) as exc:
-            raise SinkError(f"overwrite of {name} failed: {exc}") from exc
-
-    # ---- merges ------------------------------------------------------------------------------------------
-    def upsert(
-        self,
-        name: str,
-        source: pa.Table,
-        key: Sequence[str],
-        *,
-        extra_predicate: str | None = None,
-        transactions: Iterable[tuple[str, int]] = (),
-        metadata: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """Insert new keys and replace matched rows in one commit (no-op for an empty source)."""
-        if source.num_rows == 0:
-            return {}
-        dt = self.ensure(name, contract.TABLES.get(name, source.schema))
-        txns = [Transaction(app_id=a, version=v) for a, v in transactions]
-        props = CommitProperties(app_transactions=txns or None, custom_metadata=dict(metadata or {}) or None)
-        return _merge(dt, source, key, extra_predicate, props, f"merge into {name} failed",
-                      lambda m: m.when_matched_update_all().when_not_matched_insert_all())
-
-    def delete_matching(self, name: str, keys: pa.Table, key: Sequence[str], *, extra_predicate: str | None = None,
-                        metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Delete the rows whose ``key`` appears in ``keys``, in one commit (no-op when ``keys`` is empty)."""
-        dt = self.table(name)
-        if keys.num_rows == 0 or dt is None:
-            return {}
-        props = CommitProperties(custom_metadata=dict(metadata or {}) or None)
-        return _merge(dt, keys, key, extra_predicate, props, f"deleting rows of {name} failed",
-                      lambda m: m.when_matched_delete())
+    def transaction_version(self, name: str, app_id: str) -> int | None:
+        return self.snapshot(name).transaction_version(app_id)
 
     # ---- reads -------------------------------------------------------------------------------------------
     def read(self, name: str, columns: Sequence[str] | None = None, filter: ds.Expression | None = None) -> pa.Table:
-        """Read a table (empty with its contract schema if it does not exist yet).
+        """Read the newest version of a table (empty with its contract schema if it does not exist yet)."""
+        return self.read_version(name, self.table(name), columns, filter)
 
-        Filtered reads of local tables go through :meth:`_snapshot_dataset`, which stays fast as small commits
-        pile up and works on files that a delta-rs merge wrote with ``string_view`` columns (pyarrow cannot
-        push an ``isin`` filter into those). Anything else takes deltalake's own dataset.
+    def read_version(self, name: str, dt: DeltaTable | None, columns: Sequence[str] | None = None,
+                     filter: ds.Expression | None = None) -> pa.Table:
+        """Read one loaded version of a table.
+
+        Local tables are scanned as plain Parquet over the snapshot's files (:meth:`_snapshot_dataset`):
+        it stays fast as small commits pile up, works on files a delta-rs merge wrote with ``string_view``
+        columns, and does not scan through deltalake's Python filesystem handler, whose threads outlive the
+        scan and abort the interpreter at exit now and then ("terminate called without an active exception").
         """
-        dt = self.table(name)
         if dt is None:
             empty = contract.TABLES[name].empty_table()
             return empty.select(list(columns)) if columns else empty
         try:
-            dataset = self._snapshot_dataset(name, dt) if filter is not None else None
+            dataset = self._snapshot_dataset(name, dt)
             if dataset is not None:
                 return _scan(dataset, columns, filter)
-            return _scan(dt.to_pyarrow_dataset(), columns, filter)
+            return _scan(dt.to_pyarrow_dataset(), columns, filter, use_threads=False)
         except (DeltaError, OSError, pa.ArrowException) as exc:
             raise SinkError(f"read of {name} failed: {exc}") from exc
 
@@ -201,37 +330,57 @@ class DeltaSink:
         return stats
 
 
-def _merge(dt: DeltaTable, source: pa.Table, key: Sequence[str], extra_predicate: str | None,
-           props: CommitProperties, failed: str, clauses: Callable[[TableMerger], TableMerger]) -> dict[str, Any]:
-    """One delta-rs merge of ``source`` on equal ``key`` columns (plus ``extra_predicate``), its ``clauses``
-    applied, in one commit; a SinkError starting ``failed`` if it does not go through."""
+def _merge_source(write: Write, table_schema: pa.Schema) -> pa.Table:
+    """The rows of ``write`` as one merge source, each tagged upsert (``u``) or delete (``d``)."""
+    parts = []
+    for rows, op in ((write.append, "u"), (write.upsert, "u"), (write.delete, "d")):
+        if rows is None or rows.num_rows == 0:
+            continue
+        full = pa.table({f.name: rows.column(f.name) if f.name in rows.column_names
+                         else pa.nulls(rows.num_rows, f.type) for f in table_schema})
+        parts.append(full.append_column(_OP, pa.array([op] * rows.num_rows, pa.string())))
+    return pa.concat_tables(parts)
+
+
+def _merge(dt: DeltaTable, source: pa.Table, key: Sequence[str], bounds: str | None,
+           props: CommitProperties, failed: str) -> dict[str, Any]:
+    """One delta-rs merge of a tagged source (:func:`_merge_source`) on equal ``key`` columns (plus
+    ``bounds``): matched deletes go, matched upserts replace, unmatched upserts are inserted; one commit."""
     predicate = " AND ".join(f"t.{k} = s.{k}" for k in key)
-    if extra_predicate:
-        predicate = f"{predicate} AND {extra_predicate}"
+    if bounds:
+        predicate = f"{predicate} AND {bounds}"
+    columns = {c: f"s.{c}" for c in source.column_names if c != _OP}
     try:
         # The source is in memory already: not streaming it lets the merge prune target files by the source's
         # key ranges (a fifth faster for a sync's few edited rows).
         merger = dt.merge(source, predicate, source_alias="s", target_alias="t", streamed_exec=False,
                           commit_properties=props)
-        result: dict[str, Any] = clauses(merger).execute()
+        result: dict[str, Any] = (
+            merger.when_matched_delete(predicate=f"s.{_OP} = 'd'")
+            .when_matched_update(columns, predicate=f"s.{_OP} = 'u'")
+            .when_not_matched_insert(columns, predicate=f"s.{_OP} = 'u'")
+            .execute())
+    except CommitFailedError:
+        raise
     except (DeltaError, OSError, pa.ArrowInvalid) as exc:
         raise SinkError(f"{failed}: {exc}") from exc
     return result
 
 
-def _scan(dataset: ds.Dataset, columns: Sequence[str] | None, filter: ds.Expression | None) -> pa.Table:
+def _scan(dataset: ds.Dataset, columns: Sequence[str] | None, filter: ds.Expression | None,
+          use_threads: bool = True) -> pa.Table:
     """Scan with the filter pushed down; file by file (view-typed files filtered in memory) if that fails."""
     cols = list(columns) if columns else None
     try:
-        return dataset.to_table(columns=cols, filter=filter)
+        return dataset.to_table(columns=cols, filter=filter, use_threads=use_threads)
     except pa.ArrowNotImplementedError:
         if filter is None:
             raise
     parts = []
     for fragment in dataset.get_fragments(filter=filter):  # pruned by partition values
         try:
-            parts.append(fragment.to_table(schema=dataset.schema, filter=filter))
+            parts.append(fragment.to_table(schema=dataset.schema, filter=filter, use_threads=use_threads))
         except pa.ArrowNotImplementedError:
-            parts.append(fragment.to_table(schema=dataset.schema).filter(filter))
+            parts.append(fragment.to_table(schema=dataset.schema, use_threads=use_threads).filter(filter))
     table = pa.concat_tables(parts) if parts else dataset.schema.empty_table()
     return table.select(cols) if cols else table
