@@ -8,7 +8,8 @@ return more than the server's ``MaxReturnedItemsPerCall`` is split and asked aga
 
 Numeric attribute types become float64 columns, the rest strings. A digital or system state ("I/O Timeout") in
 a numeric column is null there (the run says how many): ``pi_values`` keeps the exact state. Rows are merged on
-(``element_webid``, ``timestamp``), so writing the same window twice leaves no duplicates.
+(``element_webid``, ``timestamp``) on a grid aligned to the interval (multiples of it since 1970-01-01 UTC,
+whatever the start), so writing an overlapping window again replaces its rows instead of adding a second grid.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -31,7 +32,8 @@ from piflow.jobs.events import pi_datetime
 from piflow.jobs.pi_json import Json, stream_error, value_text
 from piflow.pitime import format_ticks, parse_interval, to_ticks
 from piflow.progress import NullProgress, Progress
-from piflow.sinks.delta import DeltaSink
+from piflow.schema import TABLES
+from piflow.sinks.delta import DeltaSink, Snapshot, Write
 
 if TYPE_CHECKING:
     from piflow.client.api import PiClient
@@ -43,6 +45,7 @@ NUMERIC_TYPES = frozenset({"single", "double", "float", "int16", "int32", "int64
                            "byte", "sbyte", "boolean"})
 MAX_ITEMS_PER_CALL = 150_000  # PI's default MaxReturnedItemsPerCall; windows are planned to stay well below
 _BAD_CHARS = re.compile(r"[ ,;{}()\n\t=]+")
+_TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
 VALUE_FIELDS = "Items.WebId;Items.Exception;Items.Items.Timestamp;Items.Items.Value"
 
 
@@ -78,6 +81,25 @@ def column_name(attribute: str) -> str:
 
 def table_name(template: str) -> str:
     return "pi_view_" + (re.sub(r"[^a-z0-9]+", "_", template.lower()).strip("_") or "template")
+
+
+def checked_table_name(name: str) -> str:
+    """``name`` if it can be a view table of its own inside the target, else a ConfigError (pure)."""
+    if not _TABLE_NAME.fullmatch(name):
+        raise ConfigError("table", f"{name!r} is not a plain table name inside the target (letters, digits and _ "
+                                   "only, e.g. pi_view_pump)")
+    if name.lower() in {t.lower() for t in TABLES}:
+        raise ConfigError("table", f"{name!r} is one of piflow's own tables; name the view e.g. pi_view_pump")
+    return name
+
+
+def align_window(start: datetime, end: datetime, step: timedelta) -> tuple[datetime, datetime]:
+    """The first and last grid points inside ``[start, end]`` of the grid of multiples of ``step`` since the
+    epoch (pure): every run, whatever its start, asks for the same grid, so re-runs replace rows in place."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    first = epoch + step * -((epoch - start) // step)  # ceiling division by step
+    last = epoch + step * ((end - epoch) // step)
+    return first, last
 
 
 def plan_windows(start: datetime, end: datetime, step: timedelta, per_call: int) -> list[tuple[datetime, datetime]]:
@@ -204,10 +226,10 @@ async def read_window(client: PiClient, elements: Sequence[Element], window: tup
     return calls
 
 
-def align_to_table(sink: DeltaSink, name: str, table: pa.Table) -> pa.Table:
+def align_to_table(snap: Snapshot, name: str, table: pa.Table) -> pa.Table:
     """Make the new rows fit an existing view table: its extra columns are added as nulls; a column the table
     lacks is refused with a clear message (the template gained an attribute)."""
-    dt = sink.table(name)
+    dt = snap.table
     if dt is None:
         return table
     existing = [f.name for f in dt.schema().fields]
@@ -233,7 +255,7 @@ async def run_view(settings: PiflowSettings, progress: Progress | None = None, *
         raise ConfigError("interval", str(exc)) from exc
     if step <= timedelta(0):
         raise ConfigError("interval", f"{interval!r} is not a positive interval")
-    name = table or table_name(template)
+    name = checked_table_name(table) if table is not None else table_name(template)
     sink = DeltaSink(settings.target)
     result = RunResult(job="view")
     with RunRecorder(sink, result):
@@ -245,9 +267,12 @@ async def run_view(settings: PiflowSettings, progress: Progress | None = None, *
                 take_client_counters(result, client)
         notes = _notes(template, elements, rows)
         if rows.cells:
-            out = align_to_table(sink, name, rows.table())
-            sink.upsert(name, out, af_schema.VIEW_KEY)
-            result.values_written = out.num_rows
+            meta = {"piflow.job": "view", "piflow.run_id": result.run_id}
+            new_rows = rows.table()
+            write = sink.commit(name, lambda snap: Write(upsert=align_to_table(snap, name, new_rows),
+                                                         key=af_schema.VIEW_KEY, metadata=meta),
+                                schema=new_rows.schema)
+            result.values_written = write.rows() if write is not None else 0
         result.points = len(elements)
         result.message = "; ".join(notes)
         result.details = {"table": name, "elements": len(elements), "rows": len(rows.cells),
@@ -266,6 +291,9 @@ async def _read(client: PiClient, settings: PiflowSettings, template: str, inter
     t0, t1 = resolve_time("start", start, now), resolve_time("end", end, now)
     if t1 < t0:
         raise ConfigError("end", f"the end {t1.isoformat()} is before the start {t0.isoformat()}")
+    t0, t1 = align_window(t0, t1, step)
+    if t1 < t0:
+        raise ConfigError("interval", f"[{start}, {end}] holds no multiple of the interval {interval}")
     result.window_start, result.window_end = t0, t1
     listed, _ = await list_databases(client)
     dbs = [d for d in listed if database_matches(d.server, d.name, database)]
