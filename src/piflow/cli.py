@@ -9,13 +9,15 @@ command with exit code 1 and one red line on stderr (the traceback only with ``-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import importlib
 import json
 import logging
+import signal
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -83,6 +85,11 @@ def _errors_handled(debug: bool) -> Iterator[None]:
     from piflow.errors import PiflowError
     from piflow.logs import redact
 
+    def terminated(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops a command the way Ctrl-C does (async jobs install their own)
+
+    with contextlib.suppress(ValueError):  # not in the main thread (tests calling the app in a thread)
+        signal.signal(signal.SIGTERM, terminated)
     try:
         yield
     except PiflowError as exc:
@@ -91,9 +98,69 @@ def _errors_handled(debug: bool) -> Iterator[None]:
         message = redact(" ".join(str(exc).split()))  # one line, and never a credential
         _stderr().print(Text(f"error: {message}", style="bold red"), soft_wrap=True)
         raise typer.Exit(EXIT_ERROR) from None
+    except Interrupted as exc:
+        _stderr().print(Text(interrupted_line(exc), style="red"), soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         _stderr().print(Text("interrupted", style="red"))
         raise typer.Exit(130) from None
+
+
+class Interrupted(Exception):
+    """The command was stopped by SIGINT or SIGTERM; carries the runs it recorded and the exit code."""
+
+    def __init__(self, signum: int, runs: list[Any]) -> None:
+        self.signum = signum
+        self.runs = runs
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def run_until_signalled(job: Coroutine[Any, Any, Any]) -> Any:
+    """Run a job's coroutine; SIGINT or SIGTERM cancels it, so that it stops where it is, leaves every table
+    as its last commit left it and records its run as interrupted; then :class:`Interrupted` is raised."""
+    from piflow.jobs.common import recorded_runs
+
+    received: list[int] = []
+
+    async def main() -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+
+        def stop(signum: int) -> None:
+            if not received:
+                received.append(signum)
+                task.cancel()
+
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop, sig)
+                installed.append(sig)
+        try:
+            return await job
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    with recorded_runs() as runs:
+        try:
+            return asyncio.run(main())
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            if not received:
+                raise
+            raise Interrupted(received[0], runs) from None
+
+
+def interrupted_line(exc: Interrupted) -> str:
+    """One line: which signal stopped the command and what its runs had committed by then."""
+    done = "; ".join(f"{r.job} run {r.run_id} had committed {r.values_written:,} values" for r in exc.runs)
+    return (f"interrupted by {signal.Signals(exc.signum).name}: {done or 'nothing was committed'}; "
+            "every table is as its last commit left it, and running the command again continues from there")
 
 
 def _unavailable(command: str, why: str) -> NoReturn:
@@ -149,7 +216,7 @@ def _run_async_job(command: str, module: str, function: str, config: Path | None
         job = _job_function(command, module, function)
         progress = _progress_for(settings)
         try:
-            result = asyncio.run(job(settings, progress, **job_kwargs))
+            result = run_until_signalled(job(settings, progress, **job_kwargs))
         finally:
             progress.close()
         _print_result(result)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import fnmatch
 import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -75,8 +77,27 @@ def open_client(settings: PiflowSettings) -> PiClient:
     )
 
 
+_RECORDED: contextvars.ContextVar[list[RunResult] | None] = contextvars.ContextVar("piflow_recorded", default=None)
+
+
+@contextlib.contextmanager
+def recorded_runs() -> Iterator[list[RunResult]]:
+    """The runs recorded inside this block (and the tasks it starts), for a caller that must report on a run
+    that did not return: one interrupted by a signal, say."""
+    runs: list[RunResult] = []
+    token = _RECORDED.set(runs)
+    try:
+        yield runs
+    finally:
+        _RECORDED.reset(token)
+
+
 class RunRecorder:
-    """Times a job and appends its row to ``pi_ingest_runs`` whatever the outcome (then re-raises)."""
+    """Times a job and appends its row to ``pi_ingest_runs`` whatever the outcome (then re-raises).
+
+    An interruption (Ctrl-C, SIGTERM: the job's task is cancelled) is recorded as ``interrupted``, with the
+    counts of what the job had committed by then.
+    """
 
     def __init__(self, sink: DeltaSink, result: RunResult) -> None:
         self.sink = sink
@@ -92,6 +113,13 @@ class RunRecorder:
             self.result.status = "failed" if isinstance(exc, Exception) else "interrupted"
             self.result.errors += 1
             self.result.message = str(exc) if isinstance(exc, PiflowError) else f"{type(exc).__name__}: {exc}"
+        if self.sink.conflicts:
+            self.result.details["commit_retries"] = self.sink.conflicts
+            note = f"{self.sink.conflicts} commit(s) planned again because other writers committed first"
+            self.result.message = f"{self.result.message}; {note}" if self.result.message else note
+        runs = _RECORDED.get()
+        if runs is not None:
+            runs.append(self.result)
         try:
             self.sink.append("pi_ingest_runs", self.result.row())
         except PiflowError:
