@@ -158,8 +158,12 @@ def run_until_signalled(job: Coroutine[Any, Any, Any]) -> Any:
 
 def interrupted_line(exc: Interrupted) -> str:
     """One line: which signal stopped the command and what its runs had committed by then."""
-    done = "; ".join(f"{r.job} run {r.run_id} had committed {r.values_written:,} values" for r in exc.runs)
-    return (f"interrupted by {signal.Signals(exc.signum).name}: {done or 'nothing was committed'}; "
+    stopped = [f"{r.job} run {r.run_id} had committed {r.values_written:,} values" for r in exc.runs
+               if r.status == "interrupted"]
+    finished = [f"{r.job} run {r.run_id} finished" for r in exc.runs if r.status != "interrupted"]
+    done = "; ".join(stopped) or "nothing was committed"
+    before = f" (before it, {', '.join(finished)})" if finished else ""
+    return (f"interrupted by {signal.Signals(exc.signum).name}: {done}{before}; "
             "every table is as its last commit left it, and running the command again continues from there")
 
 

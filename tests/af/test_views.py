@@ -92,6 +92,31 @@ def test_same_window_twice_leaves_no_duplicates(emulator: EmulatorServer, tmp_pa
     assert len(key) == len(set(key)) == len(first)
 
 
+def test_overlapping_reruns_keep_one_row_per_element_and_interval(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """Runs whose starts are not on the grid (the clock moved 1.3 h and some seconds between them) write the
+    same grid: the overlap is replaced in place, never interleaved with a second grid."""
+    run_view(emulator, tmp_path, interval="1m", start="*-2h")
+    first = rows_of(tmp_path, "pi_view_pump")
+    emulator.state.clock.advance(timedelta(hours=1.3, seconds=13.5))
+    run_view(emulator, tmp_path, interval="1m", start="*-2h")
+    rows = rows_of(tmp_path, "pi_view_pump")
+    keys = [(r["element_webid"], r["timestamp"]) for r in rows]
+    assert len(keys) == len(set(keys))
+    assert all(r["timestamp"].second == 0 and r["timestamp"].microsecond == 0 for r in rows)
+    elements = {r["element_webid"] for r in first}
+    # Grid points from the first start (on the grid: T0 - 2h) to the second end (floored to the minute).
+    minutes = int((T0 + timedelta(hours=1.3, seconds=13.5) - (T0 - timedelta(hours=2))) / timedelta(minutes=1)) + 1
+    assert len(rows) == len(elements) * minutes
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/elsewhere", "a/b", "pi_points", "PI_VALUES", "pi_watermarks", ""])
+def test_a_table_outside_the_target_or_of_piflow_is_refused(emulator: EmulatorServer, tmp_path: Path,
+                                                            name: str) -> None:
+    with pytest.raises(ConfigError, match=r"'table'.*e\.g\. pi_view_pump"):
+        run_view(emulator, tmp_path, interval="1h", table=name)
+    assert list(tmp_path.iterdir()) == []  # nothing written anywhere in the target
+
+
 def test_unknown_template_writes_nothing(emulator: EmulatorServer, tmp_path: Path) -> None:
     result = run_view(emulator, tmp_path, template="Turbine")
     assert "no element uses the template 'Turbine'" in result.message

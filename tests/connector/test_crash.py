@@ -59,3 +59,70 @@ def test_backfill_survives_repeated_kill_9(emulator: EmulatorServer, tmp_path: P
     expected = recorded_truth(emulator.state, points, start, end)  # type: ignore[arg-type]
     expected = expected.filter(pc.less(expected.column("timestamp"), end))
     assert_same_rows(table_of(tmp_path), expected)
+
+
+def committed_by(target: Path, run_id: str) -> int:
+    """Rows the Delta log says this run committed to pi_values."""
+    dt = DeltaSink(str(target)).table("pi_values")
+    assert dt is not None
+    return sum(int(h["operationMetrics"].get("num_added_rows", 0)) + sum(
+        int(h["operationMetrics"].get(k, 0)) for k in ("num_target_rows_inserted", "num_target_rows_updated"))
+        for h in dt.history() if h.get("piflow.run_id") == run_id)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_a_backfill_with_a_true_run_row_and_one_line(emulator: EmulatorServer, tmp_path: Path,
+                                                                    sig: signal.Signals, code: int) -> None:
+    start, end = T0 - timedelta(days=3), T0
+    env = {**os.environ, "PIFLOW_WINDOW": "4h", "PIFLOW_POINTS_PER_REQUEST": "25", "PIFLOW_COMMIT_ROWS": "20000",
+           "PIFLOW_CONCURRENCY": "4", "PIFLOW_MAX_RPS": "5", "PIFLOW_PROGRESS": "never", "PIFLOW_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen(backfill_cmd(emulator, tmp_path, start.isoformat(), end.isoformat()), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while (DeltaSink(str(tmp_path)).version("pi_values") or 0) < 2:  # a few commits in
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no commit within a minute"
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    runs = [r for r in DeltaSink(str(tmp_path)).read("pi_ingest_runs").to_pylist() if r["job"] == "backfill"]
+    assert [r["status"] for r in runs] == ["interrupted"]
+    run = runs[0]
+    assert run["values_written"] == committed_by(tmp_path, run["run_id"]) == table_of(tmp_path).num_rows > 0
+    assert lines[0].startswith(f"interrupted by {sig.name}: backfill run {run['run_id']} had committed "
+                               f"{run['values_written']:,} values (before it, discover run ")
+    assert lines[0].endswith("; every table is as its last commit left it, and running the command again continues "
+                             "from there")
+    # And it does: the re-run finishes the range, exactly once.
+    final = subprocess.run(backfill_cmd(emulator, tmp_path, start.isoformat(), end.isoformat()),
+                           env={**env, "PIFLOW_MAX_RPS": "0"}, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr
+    refs = selected_points(DeltaSink(str(tmp_path)), FILTER)
+    points = [emulator.state.model.point_by_webid(r.webid) for r in refs]
+    expected = recorded_truth(emulator.state, points, start, end)  # type: ignore[arg-type]
+    assert_same_rows(table_of(tmp_path), expected.filter(pc.less(expected.column("timestamp"), end)))
+
+
+def test_sigterm_during_a_sync_read_records_an_interrupted_run_that_wrote_nothing(emulator: EmulatorServer,
+                                                                                 tmp_path: Path) -> None:
+    env = {**os.environ, "PIFLOW_MAX_RPS": "2", "PIFLOW_POINTS_PER_REQUEST": "10", "PIFLOW_PROGRESS": "never",
+           "PIFLOW_LOG_LEVEL": "WARNING"}
+    cmd = [sys.executable, "-m", "piflow", "sync", "--url", emulator.url, "--target", str(tmp_path),
+           "--points", FILTER, "--start", (T0 - timedelta(days=1)).isoformat()]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while DeltaSink(str(tmp_path)).table("pi_points") is None:  # discovered: reading values now (2 requests/s)
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().startswith("interrupted by SIGTERM: sync run ")
+    runs = [r for r in DeltaSink(str(tmp_path)).read("pi_ingest_runs").to_pylist() if r["job"] == "sync"]
+    assert [(r["status"], r["values_written"]) for r in runs] == [("interrupted", 0)]
+    assert table_of(tmp_path).num_rows == 0

@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 
 from piflow.emulator.server import EmulatorServer
 from piflow.emulator.truth import recorded_truth
+from piflow.errors import SinkError
 from piflow.jobs.backfill import run_backfill
 from piflow.jobs.common import selected_points
 from piflow.jobs.status import status_rows
 from piflow.jobs.sync import run_sync
 from piflow.jobs.watermarks import read_watermarks
+from piflow.progress import NullProgress
 from piflow.sinks.delta import DeltaSink
 from tests.rows import assert_same_rows
 
@@ -110,3 +114,74 @@ def test_values_deleted_in_pi_inside_the_lookback_are_deleted_here(emulator: Emu
     assert_same_rows(recent_values, truth(emulator, tmp_path, T0 - timedelta(hours=1), now))
     again = asyncio.run(run_sync(s))
     assert again.values_written == 0
+
+
+def test_a_sync_whose_commit_fails_leaves_the_table_unchanged(emulator: EmulatorServer, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """New rows, changed rows and deletions land in one commit: when that commit fails (here the merge, which
+    runs after the new rows would have been appended by a two-step writer), nothing of the sync is left."""
+    import piflow.sinks.delta as delta
+
+    start = T0 - timedelta(hours=6)
+    s = settings_for(emulator, tmp_path, start=start.isoformat(), end=T0.isoformat(), window="6h",
+                     lookback="3h", safety_lag="30s")
+    asyncio.run(run_backfill(s))
+    emulator.state.clock.advance(timedelta(hours=1))  # new values, and edits of stored ones
+    sink = DeltaSink(str(tmp_path))
+    version, rows, marks = sink.version("pi_values"), table_of(tmp_path), read_watermarks(sink)
+    merges: list[int] = []
+
+    def failing_merge(dt: Any, source: pa.Table, *args: Any) -> Any:
+        merges.append(source.num_rows)
+        raise SinkError("injected: the disk filled up during the merge")
+
+    monkeypatch.setattr(delta, "_merge", failing_merge)
+    with pytest.raises(SinkError, match="injected"):
+        asyncio.run(run_sync(s))
+    assert merges, "the sync had changed rows to merge (else this test proves nothing)"
+    assert sink.version("pi_values") == version
+    assert table_of(tmp_path).equals(rows)
+    assert read_watermarks(sink) == marks
+    failed = [r for r in sink.read("pi_ingest_runs").to_pylist() if r["job"] == "sync"]
+    assert [(r["status"], r["values_written"]) for r in failed] == [("failed", 0)]
+
+    monkeypatch.undo()
+    result = asyncio.run(run_sync(s))
+    assert result.status == "ok"
+    assert result.details["inserted"] > 0
+    assert result.details["updated"] > 0
+    assert_same_rows(table_of(tmp_path), truth(emulator, tmp_path, start, emulator.state.clock.now() - timedelta(
+        seconds=30)))
+
+
+def test_a_server_clock_behind_the_watermarks_deletes_and_reverts_nothing(emulator: EmulatorServer,
+                                                                         tmp_path: Path) -> None:
+    """The server's clock is set back 20 minutes (edits and late values not 'made' yet, as far as it shows):
+    the sync warns with both times and adds only what is new; when the clock is right again, all is right."""
+    start = T0 - timedelta(hours=2)
+    s = settings_for(emulator, tmp_path, start=start.isoformat(), lookback="3h", safety_lag="0s")
+    emulator.state.clock.advance(timedelta(minutes=30))
+    asyncio.run(run_sync(s))
+    stored = table_of(tmp_path)
+    emulator.state.clock.advance(timedelta(minutes=-20))
+    notes: list[str] = []
+
+    class Notes(NullProgress):
+        def note(self, message: str) -> None:
+            notes.append(message)
+
+    result = asyncio.run(run_sync(s, Notes()))
+    assert result.status == "ok"
+    assert (result.details["updated"], result.details["deleted"]) == (0, 0)
+    assert result.details["held_points"] > 0
+    assert any("behind" in n and (T0 + timedelta(minutes=10)).isoformat() in n for n in notes), notes
+    # Nothing deleted, nothing reverted (the rows added are the lookback's reach before the first start).
+    now_table = table_of(tmp_path)
+    first_start = pa.scalar(start, now_table.schema.field("timestamp").type)
+    assert_same_rows(now_table.filter(pc.greater_equal(now_table.column("timestamp"), first_start)), stored)
+    assert now_table.num_rows == stored.num_rows + result.details["inserted"]
+    emulator.state.clock.advance(timedelta(minutes=25))
+    asyncio.run(run_sync(s))
+    final = table_of(tmp_path)
+    assert_same_rows(final.filter(pc.greater_equal(final.column("timestamp"), first_start)),
+                     truth(emulator, tmp_path, start, emulator.state.clock.now()))
