@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 DEFAULT_GROUP = 100
+# A sync reads and commits at most this much time at once (or twice the lookback, if longer): a long gap is
+# caught up slice by slice, each committed, so memory stays bounded and work done is kept.
+SLICE_TICKS = 6 * 3600 * TICKS_PER_SECOND
 KEY = list(schema.PI_VALUES_KEY)
 _COMPARE = [c for c in schema.PI_VALUES_CONTENT if c not in KEY and c != "date"]
 
@@ -187,7 +191,7 @@ def values_write(new_rows: pa.Table, changed: pa.Table, gone: pa.Table | None,
 def commit_diff(sink: DeltaSink, fetched: pa.Table, webids: list[str], since_us: int,
                 metadata: dict[str, str], existing: tuple[Snapshot, pa.Table] | None = None,
                 covered: tuple[dict[str, int], int] | None = None,
-                hold: frozenset[str] = frozenset()) -> tuple[int, int, int]:
+                hold: frozenset[str] = frozenset(), until_us: int | None = None) -> tuple[int, int, int]:
     """Make the table hold ``fetched`` for these points from ``since`` on, without duplicating anything.
 
     ``fetched`` must be everything the server holds for ``webids`` over the range it covers (so that seq
@@ -195,15 +199,17 @@ def commit_diff(sink: DeltaSink, fetched: pa.Table, webids: list[str], since_us:
     ``covered`` = (first tick read per point, last tick read), rows the server no longer holds in that range
     are deleted; all three in one commit, planned from one snapshot (planned again from a fresh one when
     another writer committed first). The watermarks then move forward. Safe to repeat: a second call with
-    the same data changes nothing. ``existing`` is (snapshot, ``existing_rows(snapshot, webids, since_us)``)
-    when the caller read it already; ``hold`` names points whose rows are only added to, never changed or
-    deleted (their stored values are newer than the server's clock). Returns (inserted, updated, deleted).
+    the same data changes nothing. ``existing`` is (snapshot, ``existing_rows(snapshot, webids, since_us,
+    until_us)``) when the caller read it already (``until_us``: where ``fetched`` ends, exclusive). ``hold``
+    names points whose rows are only added to, never changed or deleted (their stored values are newer than
+    the server's clock). Returns (inserted, updated, deleted).
     """
     counts = (0, 0, 0)
 
     def plan(snap: Snapshot) -> Write:
         nonlocal counts
-        held = existing[1] if existing is not None and snap is existing[0] else existing_rows(snap, webids, since_us)
+        held = (existing[1] if existing is not None and snap is existing[0]
+                else existing_rows(snap, webids, since_us, until_us))
         new_rows, changed, lacking = diff_rows(fetched, held)
         gone = within_read(lacking, *covered) if covered is not None else None
         if hold:
@@ -239,38 +245,89 @@ async def run_sync(settings: PiflowSettings, progress: Progress | None = None) -
                                  else default_start)
                     for p in points
                 }
-                groups = group_for_sync(starts, points, settings.points_per_request or DEFAULT_GROUP, lookback)
                 result.points = len(points)
                 result.window_start, result.window_end = from_ticks(min(starts.values())), from_ticks(end_ticks)
-                progress.start(len(groups), f"sync {len(points)} points")
+                group = settings.points_per_request or DEFAULT_GROUP
+                plan = [(s, e, last, group_for_sync(ss, [p for p in points if p.webid in ss], group, lookback))
+                        for s, e, last, ss in sync_slices(starts, end_ticks, max(SLICE_TICKS, 2 * lookback))]
+                if len(plan) > 1:
+                    progress.note(f"sync: {from_ticks(min(starts.values())).isoformat()} .. "
+                                  f"{from_ticks(end_ticks).isoformat()} in {len(plan)} slices, each committed")
+                progress.start(sum(len(g) for *_, g in plan), f"sync {len(points)} points")
                 reader = RecordedReader(client)
-                since_us = min(starts.values()) // TICKS_PER_US
-                webids = [p.webid for p in points]
-                hold = clock_behind(marks, webids, now, progress)
-                # What the table holds is read in a thread while the server answers (Arrow and Delta release
-                # the GIL): the read is as long as the fetch for a one-hour lookback. The commit is planned
-                # from this snapshot (and again from a newer one if another writer commits meanwhile).
-                snap = sink.snapshot("pi_values")
-                existing = asyncio.create_task(asyncio.to_thread(existing_rows, snap, webids, since_us))
-                try:
-                    fetched = await _read_groups(reader, groups, end_ticks, settings.concurrency, progress)
-                finally:
-                    held = await asyncio.gather(existing, return_exceptions=True)
+                hold = clock_behind(marks, [p.webid for p in points], now, progress)
+                counts = Counts()
+                for s, e, last, groups in plan:
+                    await _sync_slice(sink, reader, groups, (s, e, last), settings.concurrency, progress, hold,
+                                      {"piflow.job": "sync", "piflow.run_id": result.run_id}, counts)
+                    result.values_written = counts.inserted + counts.updated + counts.deleted
             finally:
                 take_client_counters(result, client)
-        if isinstance(held[0], BaseException):
-            raise held[0]
-        # Deletions are judged only where a point was read completely: its group's start to the end.
-        covered = {p.webid: s for s, pts in groups if s <= end_ticks for p in pts
-                   if p.webid not in reader.stats.missing}
-        inserted, updated, deleted = commit_diff(sink, fetched, webids, since_us,
-                                                 {"piflow.job": "sync", "piflow.run_id": result.run_id},
-                                                 existing=(snap, held[0]), covered=(covered, end_ticks), hold=hold)
-        result.values_written = inserted + updated + deleted
-        result.details = {"read": fetched.num_rows, "inserted": inserted, "updated": updated, "deleted": deleted,
-                          "held_points": len(hold), "commit_retries": sink.conflicts}
+        result.details = {"read": counts.read, "inserted": counts.inserted, "updated": counts.updated,
+                          "deleted": counts.deleted, "slices": len(plan), "held_points": len(hold),
+                          "commit_retries": sink.conflicts}
         progress.close()
     return result
+
+
+@dataclass
+class Counts:
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+
+def sync_slices(starts: dict[str, int], end_ticks: int, span_ticks: int
+                ) -> list[tuple[int, int, bool, dict[str, int]]]:
+    """The sync's range cut into slices of at most ``span_ticks`` (pure): (slice start, slice end, last?,
+    {webid: where that point's read starts in the slice}). Slices are half-open except the last, which ends at
+    ``end_ticks`` inclusive; cuts fall on whole seconds so that table microseconds split cleanly. A sync that
+    catches up a long gap thus commits slice by slice (work kept, memory bounded) instead of all at once."""
+    first = min(starts.values())
+    out = []
+    s = first
+    while True:
+        cut = (s + span_ticks) // TICKS_PER_SECOND * TICKS_PER_SECOND
+        last = cut >= end_ticks or cut <= s
+        e = end_ticks if last else cut
+        ss = {w: max(t, s) for w, t in starts.items() if t < e or (last and t <= e)}
+        if ss:
+            out.append((s, e, last, ss))
+        if last:
+            return out
+        s = e
+
+
+async def _sync_slice(sink: DeltaSink, reader: RecordedReader, groups: list[tuple[int, list[PointRef]]],
+                      window: tuple[int, int, bool], concurrency: int, progress: Progress, hold: frozenset[str],
+                      metadata: dict[str, str], counts: Counts) -> None:
+    """Read one slice of every point in it and commit it (new, changed and deleted rows at once)."""
+    start, end, last = window
+    webids = [p.webid for _, pts in groups for p in pts]
+    since_us = start // TICKS_PER_US
+    until_us = None if last else end // TICKS_PER_US
+    # What the table holds is read in a thread while the server answers (Arrow and Delta release the GIL):
+    # the read is as long as the fetch for a one-hour lookback. The commit is planned from this snapshot (and
+    # again from a newer one if another writer commits meanwhile).
+    snap = sink.snapshot("pi_values")
+    existing = asyncio.create_task(asyncio.to_thread(existing_rows, snap, webids, since_us, until_us))
+    try:
+        fetched = await _read_groups(reader, groups, end, concurrency, progress, final=last)
+    finally:
+        held = await asyncio.gather(existing, return_exceptions=True)
+    if isinstance(held[0], BaseException):
+        raise held[0]
+    # Deletions are judged only where a point was read completely: its group's start to the slice's end
+    # (exclusive, but for the last slice).
+    covered = {p.webid: s for s, pts in groups for p in pts if p.webid not in reader.stats.missing}
+    inserted, updated, deleted = commit_diff(sink, fetched, webids, since_us, metadata, existing=(snap, held[0]),
+                                             covered=(covered, end if last else end - 1), hold=hold,
+                                             until_us=until_us)
+    counts.read += fetched.num_rows
+    counts.inserted += inserted
+    counts.updated += updated
+    counts.deleted += deleted
 
 
 def clock_behind(marks: dict[str, int], webids: list[str], now: datetime, progress: Progress) -> frozenset[str]:
@@ -292,12 +349,12 @@ def clock_behind(marks: dict[str, int], webids: list[str], now: datetime, progre
 
 
 async def _read_groups(reader: RecordedReader, groups: list[tuple[int, list[PointRef]]], end_ticks: int,
-                       concurrency: int, progress: Progress) -> pa.Table:
+                       concurrency: int, progress: Progress, final: bool = True) -> pa.Table:
     sem = asyncio.Semaphore(max(1, concurrency))
 
     async def one(start: int, pts: list[PointRef]) -> pa.Table:
         async with sem:
-            table = await reader.read(pts, start, end_ticks, final=True)
+            table = await reader.read(pts, start, end_ticks, final=final)
         progress.advance(1, table.num_rows)
         return table
 
