@@ -34,9 +34,9 @@ def settings_for(srv: EmulatorServer, target: Path, **kw: Any) -> PiflowSettings
 
 
 def table_of(target: Path, name: str) -> pa.Table:
-    dt = DeltaSink(str(target)).table(name)
-    assert dt is not None, f"table {name} was not written"
-    return dt.to_pyarrow_dataset().to_table()
+    sink = DeltaSink(str(target))
+    assert sink.table(name) is not None, f"table {name} was not written"
+    return sink.read(name)
 
 
 def rows_of(target: Path, name: str) -> list[dict[str, Any]]:

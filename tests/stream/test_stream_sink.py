@@ -30,7 +30,7 @@ def full_then_filter(target: Path, flt: ds.Expression) -> pa.Table:
     """The reference: every row of the table (deltalake's own reader), filtered in memory."""
     dt = DeltaSink(str(target)).table("pi_values")
     assert dt is not None
-    return dt.to_pyarrow_table().select(list(schema.PI_VALUES.names)).filter(flt)
+    return dt.to_pyarrow_dataset().to_table(use_threads=False).select(list(schema.PI_VALUES.names)).filter(flt)
 
 
 @pytest.fixture
