@@ -315,17 +315,36 @@ class DeltaSink:
         dt = self.table(name)
         return None if dt is None else int(dt.version())
 
-    def optimize(self, name: str, zorder: Sequence[str] | None = None, vacuum_hours: int = 168) -> dict[str, Any]:
-        dt = self.table(name)
-        if dt is None:
-            return {}
+    def optimize(self, name: str, zorder: Sequence[str] | None = None, vacuum_hours: int = 168,
+                 attempts: int = COMMIT_ATTEMPTS) -> dict[str, Any]:
+        """Compact (or z-order) and vacuum; a compaction whose files a writer replaced meanwhile is done again."""
+        for attempt in range(1, attempts + 1):
+            dt = self.table(name)
+            if dt is None:
+                return {}
+            since = int(dt.version())
+            try:
+                stats: dict[str, Any] = (
+                    dt.optimize.z_order(list(zorder)) if zorder else dt.optimize.compact()
+                )
+                return self._vacuum(name, dt, stats, vacuum_hours)
+            except CommitFailedError as exc:
+                if attempt == attempts:
+                    raise WriteConflictError(f"optimize of {name}: gave up after {attempts} attempts, writers kept "
+                                             f"replacing its files (last: {self._winners(name, since)})") from exc
+                self.conflicts += 1
+                log.warning("%s: %s replaced files this optimize was compacting; compacting again (attempt %d of "
+                            "%d)", name, self._winners(name, since), attempt + 1, attempts)
+            except (DeltaError, OSError) as exc:
+                raise SinkError(f"optimize of {name} failed: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _vacuum(name: str, dt: DeltaTable, stats: dict[str, Any], vacuum_hours: int) -> dict[str, Any]:
         try:
-            stats: dict[str, Any] = (
-                dt.optimize.z_order(list(zorder)) if zorder else dt.optimize.compact()
-            )
             removed = dt.vacuum(retention_hours=vacuum_hours, dry_run=False, enforce_retention_duration=False)
         except (DeltaError, OSError) as exc:
-            raise SinkError(f"optimize of {name} failed: {exc}") from exc
+            raise SinkError(f"vacuum of {name} failed: {exc}") from exc
         stats["vacuumed_files"] = len(removed)
         return stats
 
