@@ -86,7 +86,7 @@ def _errors_handled(debug: bool) -> Iterator[None]:
     from piflow.logs import redact
 
     def terminated(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # SIGTERM stops a command the way Ctrl-C does (async jobs install their own)
+        raise Interrupted(signum, [])  # SIGTERM stops a command as Ctrl-C does (async jobs install their own)
 
     with contextlib.suppress(ValueError):  # not in the main thread (tests calling the app in a thread)
         signal.signal(signal.SIGTERM, terminated)
@@ -161,10 +161,12 @@ def interrupted_line(exc: Interrupted) -> str:
     stopped = [f"{r.job} run {r.run_id} had committed {r.values_written:,} values" for r in exc.runs
                if r.status == "interrupted"]
     finished = [f"{r.job} run {r.run_id} finished" for r in exc.runs if r.status != "interrupted"]
-    done = "; ".join(stopped) or "nothing was committed"
-    before = f" (before it, {', '.join(finished)})" if finished else ""
-    return (f"interrupted by {signal.Signals(exc.signum).name}: {done}{before}; "
-            "every table is as its last commit left it, and running the command again continues from there")
+    head = f"interrupted by {signal.Signals(exc.signum).name}"
+    if stopped:
+        head += ": " + "; ".join(stopped) + (f" (before it, {', '.join(finished)})" if finished else "")
+    elif finished:
+        head += f" after {', '.join(finished)}"
+    return f"{head}; every table is as its last commit left it, and running the command again continues from there"
 
 
 def _unavailable(command: str, why: str) -> NoReturn:

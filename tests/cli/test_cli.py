@@ -179,3 +179,22 @@ def test_verify_tls_off_is_warned_about(runner: CliRunner, tmp_path: Path, monke
     result = runner.invoke(app, ["status", "--target", str(tmp_path / "lake")])
     assert result.exit_code == 0, result.output
     assert "verification is OFF" in result.stderr
+
+
+def test_the_interrupted_line_names_the_signal_and_what_each_run_committed() -> None:
+    import signal
+
+    from piflow.cli import Interrupted, interrupted_line
+    from piflow.jobs.common import RunResult
+
+    done = RunResult(job="discover", run_id="d1", values_written=200)
+    stopped = RunResult(job="backfill", run_id="b2", status="interrupted", values_written=1_600_000)
+    tail = "; every table is as its last commit left it, and running the command again continues from there"
+    assert interrupted_line(Interrupted(signal.SIGTERM, [done, stopped])) == (
+        "interrupted by SIGTERM: backfill run b2 had committed 1,600,000 values (before it, discover run d1 "
+        "finished)" + tail)
+    assert Interrupted(signal.SIGTERM, []).exit_code == 143
+    after = "interrupted by SIGINT after discover run d1 finished"
+    assert interrupted_line(Interrupted(signal.SIGINT, [done])) == after + tail
+    assert Interrupted(signal.SIGINT, []).exit_code == 130
+    assert interrupted_line(Interrupted(signal.SIGINT, [])) == "interrupted by SIGINT" + tail
