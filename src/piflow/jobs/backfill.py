@@ -46,6 +46,7 @@ from piflow.planner import (
     units_to_do,
 )
 from piflow.progress import NullProgress, Progress
+from piflow.schema import PI_VALUES
 from piflow.sinks.delta import DeltaSink, Snapshot, Write
 
 if TYPE_CHECKING:
@@ -233,6 +234,9 @@ async def run_backfill(settings: PiflowSettings, progress: Progress | None = Non
                 plan = make_plan(to_ticks(start), to_ticks(end), int(window.total_seconds() * TICKS_PER_SECOND)
                                  or DAY_TICKS)
                 result.window_start, result.window_end, result.points = start, end, len(points)
+                # The run's own commits are made from this snapshot (created now if missing, so that creating
+                # the table does not count as another writer's commit).
+                sink.ensure("pi_values", PI_VALUES)
                 snap = sink.snapshot("pi_values")
                 committed = committed_windows(snap, plan, points)
                 group = group_size(len(points), settings.concurrency, settings.points_per_request, DEFAULT_GROUP)

@@ -272,6 +272,8 @@ async def run_sync(settings: PiflowSettings, progress: Progress | None = None) -
 
 @dataclass
 class Counts:
+    """What a sync has read and written so far, over its slices (its run row says it, also when interrupted)."""
+
     read: int = 0
     inserted: int = 0
     updated: int = 0
