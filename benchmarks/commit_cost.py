@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import write_deltalake
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-
-from piflow import schema  # noqa: E402
-from piflow.sinks.delta import DeltaSink, Write  # noqa: E402
+from piflow import schema
+from piflow.sinks.delta import DeltaSink, Write
 
 KEY = list(schema.PI_VALUES_KEY)
 T0_US = 1_767_225_600_000_000
@@ -45,7 +41,8 @@ def rows(n: int, first_us: int, webids: int = 100) -> pa.Table:
 
 
 def ms(samples: list[float]) -> str:
-    return f"median {statistics.median(samples) * 1000:7.1f} ms (min {min(samples) * 1000:.1f}, max {max(samples) * 1000:.1f})"
+    low, high = min(samples) * 1000, max(samples) * 1000
+    return f"median {statistics.median(samples) * 1000:7.1f} ms (min {low:.1f}, max {high:.1f})"
 
 
 def main() -> None:
@@ -78,7 +75,8 @@ def main() -> None:
         print(f"append of {args.rows:,} rows to a table of {args.history + 1:,} commits, {args.runs} runs each:")
         print(f"  plain write_deltalake append       {ms(plain)}")
         print(f"  DeltaSink.commit (writer protocol) {ms(guarded)}")
-        print(f"  cost of the protocol per commit    {(statistics.median(guarded) - statistics.median(plain)) * 1000:+.1f} ms")
+        extra = (statistics.median(guarded) - statistics.median(plain)) * 1000
+        print(f"  cost of the protocol per commit    {extra:+.1f} ms")
 
         # A sync-shaped commit: rows new at the end, 200 changed rows and 50 deleted keys among the last ones.
         one: list[float] = []
