@@ -250,3 +250,33 @@ def test_concurrent_writers_leave_every_table_true(jobs: tuple[str, ...], tmp_pa
             view = sink.read("pi_view_pump")
             assert duplicate_keys(view, ["element_webid", "timestamp"]) == 0
             assert without(view.to_pylist(), "ingested_at") == without(references["pi_view_pump"], "ingested_at")
+
+
+def test_two_backfills_of_one_range_at_once_one_stops_in_one_line_and_a_rerun_completes(tmp_path: Path) -> None:
+    """The same range twice at once: whichever commits second finds the first's windows in the table and stops
+    with one line (or, if they never overlapped in time, both simply finish); nothing is written twice."""
+    target = tmp_path / "lake"
+    with EmulatorServer(emulator_settings()) as srv:
+        common = ["--url", srv.url, "--target", str(target)]
+        first = subprocess.run(piflow("discover", *common, "--points", FILTER), env=clean_env(), capture_output=True,
+                               text=True, timeout=120)
+        assert first.returncode == 0, first.stderr
+        backfill = slots("backfill", srv.url, target)[0]
+        outcomes = run_together([backfill, Slot("backfill", backfill.commands, backfill.env)])
+        for o in outcomes:
+            assert "Traceback" not in o.stderr, o.stderr
+            if o.returncode:
+                lines = [line for line in o.stderr.splitlines() if line.strip() and "planning it again" not in line]
+                assert len(lines) == 1, o.stderr
+                assert lines[0].startswith("error: another backfill of the same range committed windows of point")
+                # The other backfill is ahead in the table (the first failed commit is what is reported).
+                has, expected = map(int, re.findall(r"the table has (\d+) windows done, this run expected (\d+)",
+                                                    lines[0])[0])
+                assert has > expected, lines[0]
+        again = subprocess.run(backfill.commands[0], env=backfill.env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr
+        srv.state.clock.freeze()
+        values = DeltaSink(str(target)).read("pi_values")
+        assert duplicate_keys(values, list(schema.PI_VALUES_KEY)) == 0
+        now = srv.state.clock.now()
+        assert_same_rows(before(values, SETTLED), before(truth(srv, target, SETTLED, now), SETTLED))

@@ -82,6 +82,7 @@ class _Committer:
     written: int = 0
     watermarks: dict[str, int] = field(default_factory=dict)
     foreign: bool = False
+    failed: BaseException | None = None  # a commit failed: no other may start (the run stops with this error)
     _pending_write: asyncio.Task[None] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -108,6 +109,8 @@ class _Committer:
         after the previous one has finished, so commits never race each other.
         """
         async with self._lock:
+            if self.failed is not None:
+                raise self.failed
             take, tentative = self._flushable()
             rows = sum(t.num_rows for _, t in take)
             if not take or (rows < self.flush_rows and not force):
@@ -145,7 +148,11 @@ class _Committer:
             new_rows, changed = split_new_and_changed(data, existing)
             return replace(values_write(new_rows, changed, None, meta), transactions=txns)
 
-        write = self.sink.commit("pi_values", plan, first=self.snap)
+        try:
+            write = self.sink.commit("pi_values", plan, first=self.snap)
+        except BaseException as exc:
+            self.failed = exc
+            raise
         self.snap = landed[0]
         self.written += write.rows() if write is not None else 0
         for w, ts in max_timestamps(data).items():
