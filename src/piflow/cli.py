@@ -451,8 +451,25 @@ def stream(
         options = StreamOptions.from_settings(settings, commit_interval_s=(
             parse_interval(commit_interval).total_seconds() if commit_interval else None))
         bar = _progress_for(settings)
+
+        async def until_signalled() -> Any:
+            # SIGINT/SIGTERM stop the stream with a final commit from the moment the loop runs (run_stream's own
+            # handlers would only be installed once its points are read and its client is open).
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            installed = []
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(sig, stop.set)
+                    installed.append(sig)
+            try:
+                return await run_stream(settings, bar, options, stop=stop)
+            finally:
+                for sig in installed:
+                    loop.remove_signal_handler(sig)
+
         try:
-            result = asyncio.run(run_stream(settings, bar, options))  # installs its own SIGINT/SIGTERM handlers
+            result = asyncio.run(until_signalled())
         finally:
             bar.close()
         _print_result(result)
