@@ -115,3 +115,39 @@ def test_one_write_lands_whole_appended_replaced_and_deleted_rows_together(tmp_p
         table.column("value_double").to_pylist(), strict=True)]
     assert [(w, t) for w, t, _ in got] == [(A, 1), (A, 2), (B, 3)]
     assert got[1][2] == -5.0
+
+
+def test_an_optimize_whose_files_a_writer_replaced_compacts_again(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """optimize read the table, then a sync's merge rewrote the files it was compacting: its commit fails
+    (delta-rs's own rule), it says so in one line, compacts the table as it now is, and no row changes."""
+
+    class FirstLoadIsStale(DeltaSink):
+        """The first table load returns a version taken before the merge below (a fake of the race)."""
+
+        stale: object = None
+
+        def table(self, name: str):  # type: ignore[no-untyped-def]
+            if self.stale is not None:
+                stale, self.stale = self.stale, None
+                return stale
+            return super().table(name)
+
+    writer = DeltaSink(str(tmp_path))
+    for k in range(5):  # five small files
+        writer.commit("pi_values", lambda _, k=k: Write(append=rows((A, 10 * k, 0), (B, 10 * k, 0)), key=KEY))
+    sink = FirstLoadIsStale(str(tmp_path))
+    sink.stale = writer.table("pi_values")
+    changed = rows(*((w, 10 * k, 0) for k in range(5) for w in (A, B))).set_column(
+        5, "value_double", pa.array([-1.0] * 10))
+    writer.commit("pi_values", lambda _: Write(upsert=changed, key=KEY,
+                                               metadata={"piflow.job": "sync", "piflow.run_id": "r-merge"}))
+    with caplog.at_level(logging.WARNING, logger="piflow.sinks.delta"):
+        stats = sink.optimize("pi_values")
+    assert sink.conflicts == 1
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith("pi_values: sync run r-merge (version 6) replaced files this optimize was compacting")
+    assert stats["vacuumed_files"] == 0  # finished: compacted (here: nothing left to compact) and vacuumed
+    table = sink.read("pi_values")
+    assert table.num_rows == 10
+    assert set(table.column("value_double").to_pylist()) == {-1.0}
