@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,10 +12,8 @@ from typer.testing import CliRunner
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No PIFLOW_* variable from the developer's shell, and no ./piflow.toml but the test's own."""
-    for name in list(os.environ):
-        if name.upper().startswith("PIFLOW_"):
-            monkeypatch.delenv(name)
+    """The test's own folder as the working directory (tests/conftest.py removed the PIFLOW_* variables): no
+    ./piflow.toml but the one the test writes there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -135,9 +135,10 @@ def test_a_sync_whose_commit_fails_leaves_the_table_unchanged(emulator: Emulator
         merges.append(source.num_rows)
         raise SinkError("injected: the disk filled up during the merge")
 
-    monkeypatch.setattr(delta, "_merge", failing_merge)
-    with pytest.raises(SinkError, match="injected"):
-        asyncio.run(run_sync(s))
+    with monkeypatch.context() as patched:
+        patched.setattr(delta, "_merge", failing_merge)
+        with pytest.raises(SinkError, match="injected"):
+            asyncio.run(run_sync(s))
     assert merges, "the sync had changed rows to merge (else this test proves nothing)"
     assert sink.version("pi_values") == version
     assert table_of(tmp_path).equals(rows)
@@ -145,7 +146,6 @@ def test_a_sync_whose_commit_fails_leaves_the_table_unchanged(emulator: Emulator
     failed = [r for r in sink.read("pi_ingest_runs").to_pylist() if r["job"] == "sync"]
     assert [(r["status"], r["values_written"]) for r in failed] == [("failed", 0)]
 
-    monkeypatch.undo()
     result = asyncio.run(run_sync(s))
     assert result.status == "ok"
     assert result.details["inserted"] > 0
