@@ -173,6 +173,15 @@ def without(rows: list[dict[str, Any]], *names: str) -> list[dict[str, Any]]:
     return sorted(({k: v for k, v in r.items() if k not in names} for r in rows), key=lambda r: repr(sorted(r.items())))
 
 
+def discover_first(srv: EmulatorServer, target: Path) -> list[str]:
+    """The point catalog, read before the jobs start; returns the flags that point a command at both."""
+    common = ["--url", srv.url, "--target", str(target)]
+    first = subprocess.run(piflow("discover", *common, "--points", FILTER), env=clean_env(), capture_output=True,
+                           text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    return common
+
+
 @pytest.fixture(scope="module")
 def references(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     """The AF tables and the view of a run alone (the asset model is static; the view's range is settled)."""
@@ -191,10 +200,7 @@ def test_concurrent_writers_leave_every_table_true(jobs: tuple[str, ...], tmp_pa
                                                    references: dict[str, list[dict[str, Any]]]) -> None:
     target = tmp_path / "lake"
     with EmulatorServer(emulator_settings()) as srv:
-        common = ["--url", srv.url, "--target", str(target)]
-        first = subprocess.run(piflow("discover", *common, "--points", FILTER), env=clean_env(), capture_output=True,
-                               text=True, timeout=120)
-        assert first.returncode == 0, first.stderr
+        common = discover_first(srv, target)
         outcomes = run_together([s for job in jobs for s in slots(job, srv.url, target)])
 
         # Every process ended well, and said in one line each time it had to plan a commit again.
@@ -257,10 +263,7 @@ def test_two_backfills_of_one_range_at_once_one_stops_in_one_line_and_a_rerun_co
     with one line (or, if they never overlapped in time, both simply finish); nothing is written twice."""
     target = tmp_path / "lake"
     with EmulatorServer(emulator_settings()) as srv:
-        common = ["--url", srv.url, "--target", str(target)]
-        first = subprocess.run(piflow("discover", *common, "--points", FILTER), env=clean_env(), capture_output=True,
-                               text=True, timeout=120)
-        assert first.returncode == 0, first.stderr
+        discover_first(srv, target)
         backfill = slots("backfill", srv.url, target)[0]
         outcomes = run_together([backfill, Slot("backfill", backfill.commands, backfill.env)])
         for o in outcomes:

@@ -30,9 +30,12 @@ def max_timestamps(values: pa.Table) -> dict[str, int]:
     return dict(zip(grouped.column("webid").to_pylist(), grouped.column("ts_max").to_pylist(), strict=True))
 
 
-def read_watermarks(sink: DeltaSink | Snapshot) -> dict[str, int]:
-    table = sink.read("pi_watermarks", columns=["webid", "watermark"]) if isinstance(sink, DeltaSink) else (
-        sink.read(columns=["webid", "watermark"]))
+def read_watermarks(sink: DeltaSink) -> dict[str, int]:
+    return _marks(sink.read("pi_watermarks", columns=["webid", "watermark"]))
+
+
+def _marks(table: pa.Table) -> dict[str, int]:
+    """{webid: watermark in microseconds} of a pi_watermarks table."""
     ts = pc.cast(table.column("watermark"), pa.int64()).to_pylist()
     return dict(zip(table.column("webid").to_pylist(), ts, strict=True))
 
@@ -48,13 +51,13 @@ def advance_watermarks(sink: DeltaSink, newest: dict[str, int], metadata: dict[s
     moved: dict[str, int] = {}
 
     def plan(snap: Snapshot) -> Write | None:
-        current = read_watermarks(snap)
+        existing = snap.read()
+        current = _marks(existing)
         moved.clear()
         moved.update({w: t for w, t in newest.items() if t > current.get(w, -(2**62))})
         if not moved:
             return None
         now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
-        existing = snap.read()
         keep = existing.filter(pc.invert(pc.is_in(existing.column("webid"), pa.array(list(moved), pa.string()))))
         table = pa.table(
             {
