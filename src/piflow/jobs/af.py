@@ -117,7 +117,8 @@ async def run_af(settings: PiflowSettings, progress: Progress | None = None, *, 
             try:
                 listed, servers = await list_databases(client)
                 dbs = [d for d in listed if database_matches(d.server, d.name, database)]
-                old_elements = read_rows(sink.snapshot("pi_af_elements"))
+                elements_snap = sink.snapshot("pi_af_elements")
+                old_elements = read_rows(elements_snap)
                 gone = vanished_databases(old_elements, listed, servers, database)
                 if database is not None and not dbs and not gone:
                     raise no_such_database(database, listed)
@@ -131,12 +132,11 @@ async def run_af(settings: PiflowSettings, progress: Progress | None = None, *, 
         current_a = [row for r in reads if not r.vanished for row in attribute_rows(r, points, values, now)]
         meta = {"piflow.job": "af", "piflow.run_id": result.run_id}
         e_changes = write_changes(
-            sink, "pi_af_elements",
-            lambda snap: merge_changes(read_rows(snap), current_e, _ELEMENT_COMPARED, _scope(done), now),
-            af_schema.PI_AF_ELEMENTS, af_schema.PI_AF_ELEMENTS_KEY, metadata=meta)
+            sink, "pi_af_elements", lambda rows: merge_changes(rows, current_e, _ELEMENT_COMPARED, _scope(done), now),
+            af_schema.PI_AF_ELEMENTS, af_schema.PI_AF_ELEMENTS_KEY, first=(elements_snap, old_elements), metadata=meta)
         a_changes = write_changes(
             sink, "pi_af_attributes",
-            lambda snap: merge_changes(read_rows(snap), current_a, _ATTRIBUTE_COMPARED, _scope(done), now),
+            lambda rows: merge_changes(rows, current_a, _ATTRIBUTE_COMPARED, _scope(done), now),
             af_schema.PI_AF_ATTRIBUTES, af_schema.PI_AF_ATTRIBUTES_KEY, metadata=meta)
         seconds["compare_and_write"] = (datetime.now(UTC) - now).total_seconds()
         broken = sum(1 for r in current_a if r["data_reference"] and r["error"] and r["point_webid"] is None

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from piflow import schema
 from piflow.errors import NotFoundError
 from piflow.jobs.common import RunRecorder, RunResult, merge_changes, open_client, take_client_counters
-from piflow.jobs.merged_tables import read_rows, write_changes
+from piflow.jobs.merged_tables import write_changes
 from piflow.progress import NullProgress, Progress
 from piflow.sinks.delta import DeltaSink
 
@@ -66,8 +66,7 @@ async def run_discover(settings: PiflowSettings, progress: Progress | None = Non
             finally:
                 take_client_counters(result, client)
         changes = write_changes(
-            sink, "pi_points", lambda snap: catalog_changes(read_rows(snap), current, server["Name"], settings.points,
-                                                            now),
+            sink, "pi_points", lambda rows: catalog_changes(rows, current, server["Name"], settings.points, now),
             schema.PI_POINTS, schema.PI_POINTS_KEY, metadata={"piflow.job": "discover", "piflow.run_id": result.run_id})
         result.points = len(current)
         result.values_written = len(changes)

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -315,9 +315,9 @@ def _element_notes(sink: DeltaSink, frames: Sequence[Row]) -> tuple[int, int]:
 
 async def _read(client: PiClient, sink: DeltaSink, settings: PiflowSettings, dbs: Sequence[Database],
                 filters: Filters, overlap: timedelta, page_size: int,
-                progress: Progress) -> tuple[EventsRead, list[Row]]:
+                progress: Progress) -> tuple[EventsRead, tuple[Snapshot, list[Row]]]:
     """Search every database's window, then re-read the open frames the searches did not return; also gives
-    the existing rows those frames may replace."""
+    the existing rows those frames may replace (and the snapshot they were read from)."""
     server_time = await server_now(client)
     out = EventsRead()
     snap = sink.snapshot("pi_event_frames")
@@ -340,7 +340,7 @@ async def _read(client: PiClient, sink: DeltaSink, settings: PiflowSettings, dbs
         for row in again:
             seen[row["webid"]] = row
     out.frames = list(seen.values())
-    return out, existing
+    return out, (snap, existing)
 
 
 async def run_events(
@@ -365,18 +365,19 @@ async def run_events(
                 dbs = [d for d in listed if database_matches(d.server, d.name, database)]
                 if database is not None and not dbs:
                     raise no_such_database(database, listed)
-                read, existing = await _read(client, sink, settings, dbs, filters, lap, page_size, progress)
+                read, frames_read = await _read(client, sink, settings, dbs, filters, lap, page_size, progress)
                 now = datetime.now(UTC)
-                changes = frame_changes(existing, read, now)
-                attr_changes: Callable[[Snapshot], list[Row]] = _no_changes
+                changes = frame_changes(frames_read[1], read, now)
+                attr_diff = None
                 if attributes:
-                    attr_changes = await _attribute_changes(client, sink, changes, read.frames, progress, now)
+                    attr_diff = await _attribute_changes(client, sink, changes, read.frames, progress, now)
             finally:
                 take_client_counters(result, client)
         meta = {"piflow.job": "events", "piflow.run_id": result.run_id}
-        attrs_written = write_changes(sink, "pi_event_frame_attributes", attr_changes,
-                                      af_schema.PI_EVENT_FRAME_ATTRIBUTES, af_schema.PI_EVENT_FRAME_ATTRIBUTES_KEY,
-                                      metadata=meta)
+        attrs_written = [] if attr_diff is None else write_changes(
+            sink, "pi_event_frame_attributes", attr_diff.changes, af_schema.PI_EVENT_FRAME_ATTRIBUTES,
+            af_schema.PI_EVENT_FRAME_ATTRIBUTES_KEY, existing=attr_diff.existing, first=attr_diff.first,
+            metadata=meta)
 
         def marks(snap: Snapshot) -> list[tuple[str, int]]:
             """Each search's end as its watermark, which never moves back."""
@@ -384,8 +385,9 @@ async def run_events(
                     for app_id, (_, end) in read.windows.items()]
 
         written = write_changes(
-            sink, "pi_event_frames", lambda snap: frame_changes(_existing_frames(snap, read.since), read, now),
-            af_schema.PI_EVENT_FRAMES, af_schema.PI_EVENT_FRAMES_KEY, transactions=marks, metadata=meta)
+            sink, "pi_event_frames", lambda rows: frame_changes(rows, read, now), af_schema.PI_EVENT_FRAMES,
+            af_schema.PI_EVENT_FRAMES_KEY, existing=lambda snap: _existing_frames(snap, read.since),
+            first=frames_read, transactions=marks, metadata=meta)
         _report(result, sink, read, written, attrs_written, progress)
     return result
 
@@ -396,24 +398,30 @@ def frame_changes(existing: Iterable[Row], read: EventsRead, now: datetime) -> l
     return merge_changes(existing, read.frames, _FRAME_COMPARED, lambda r: r["webid"] in gone, now)
 
 
+class AttributeDiff(NamedTuple):
+    """How to compare the attribute values read with ``pi_event_frame_attributes`` (see write_changes)."""
+
+    changes: Callable[[list[Row]], list[Row]]
+    existing: Callable[[Snapshot], list[Row]]
+    first: tuple[Snapshot, list[Row]]
+
+
 async def _attribute_changes(client: PiClient, sink: DeltaSink, changes: Sequence[Row], frames: Sequence[Row],
-                             progress: Progress, now: datetime) -> Callable[[Snapshot], list[Row]]:
-    """Read the attribute values the changed frames need; returns how to compare them with a snapshot."""
+                             progress: Progress, now: datetime) -> AttributeDiff | None:
+    """Read the attribute values the changed frames need (None when none does)."""
     webids = [f["webid"] for f in frames]
-    existing = _existing_attributes(sink.snapshot("pi_event_frame_attributes"), webids)
+    snap = sink.snapshot("pi_event_frame_attributes")
+    existing = _existing_attributes(snap, webids)
     todo = needs_attributes(changes, frames, {r["frame_webid"] for r in existing})
     if not todo:
-        return _no_changes
+        return None
     progress.start(len(todo), "events: attribute values")
     values = await read_attribute_values(client, todo)
     current = [row for w, items in values.items() for row in frame_attribute_rows(w, items, now)]
     reread = set(values)
-    return lambda snap: merge_changes(_existing_attributes(snap, webids), current, _ATTR_COMPARED,
-                                      lambda r: r["frame_webid"] in reread, now)
-
-
-def _no_changes(_: Snapshot) -> list[Row]:
-    return []
+    return AttributeDiff(
+        changes=lambda rows: merge_changes(rows, current, _ATTR_COMPARED, lambda r: r["frame_webid"] in reread, now),
+        existing=lambda s: _existing_attributes(s, webids), first=(snap, existing))
 
 
 def _us(dt: datetime) -> int:

@@ -25,19 +25,23 @@ def read_rows(snap: Snapshot) -> list[Row]:
     return rows
 
 
-def write_changes(sink: DeltaSink, name: str, changes: Callable[[Snapshot], list[Row]], schema: pa.Schema,
-                  key: Sequence[str], transactions: Callable[[Snapshot], Sequence[tuple[str, int]]] | None = None,
+def write_changes(sink: DeltaSink, name: str, changes: Callable[[list[Row]], list[Row]], schema: pa.Schema,
+                  key: Sequence[str], *, existing: Callable[[Snapshot], list[Row]] = read_rows,
+                  first: tuple[Snapshot, list[Row]] | None = None,
+                  transactions: Callable[[Snapshot], Sequence[tuple[str, int]]] | None = None,
                   metadata: dict[str, str] | None = None) -> list[Row]:
-    """Merge the rows ``changes`` finds against a snapshot on ``key``, in one commit; returns the rows written.
+    """Merge on ``key``, in one commit, the rows ``changes`` finds against the rows ``existing`` reads from a
+    snapshot; returns the rows written.
 
-    ``changes`` is asked again, against a newer snapshot, when another writer commits first (the sink's
-    writer protocol), so it must compare with the snapshot it is given. A table with no rows yet takes a
+    When another writer commits first (the sink's writer protocol) the rows are read again from a newer
+    snapshot and compared again. ``first`` is (snapshot, its rows) when the caller read them already: the
+    first attempt is planned from them instead of reading the table twice. A table with no rows yet takes a
     plain append: nothing to match, and much faster for a first load.
     """
     written: list[Row] = []
 
     def plan(snap: Snapshot) -> Write | None:
-        rows = changes(snap)
+        rows = changes(first[1] if first is not None and snap is first[0] else existing(snap))
         written[:] = rows
         if not rows:
             return None
@@ -47,5 +51,5 @@ def write_changes(sink: DeltaSink, name: str, changes: Callable[[Snapshot], list
             return Write(append=data, key=key, transactions=txns, metadata=metadata or {})
         return Write(upsert=data, key=key, transactions=txns, metadata=metadata or {})
 
-    sink.commit(name, plan, schema=schema)
+    sink.commit(name, plan, schema=schema, first=first[0] if first is not None else None)
     return written

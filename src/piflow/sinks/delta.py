@@ -207,7 +207,7 @@ class DeltaSink:
         dt = snap.table
         assert dt is not None
         name = snap.name
-        mine = dt.transaction_version(WRITER_APP_ID)
+        mine = snap.transaction_version(WRITER_APP_ID)
         txns = [Transaction(app_id=WRITER_APP_ID, version=(mine or 0) + 1)]
         txns += [Transaction(app_id=a, version=v) for a, v in write.transactions]
         props = CommitProperties(app_transactions=txns, custom_metadata=dict(write.metadata) or None)
@@ -263,9 +263,6 @@ class DeltaSink:
             )
         except (DeltaError, OSError, pa.ArrowInvalid) as exc:
             raise SinkError(f"append to {name} failed: {exc}") from exc
-
-    def transaction_version(self, name: str, app_id: str) -> int | None:
-        return self.snapshot(name).transaction_version(app_id)
 
     # ---- reads -------------------------------------------------------------------------------------------
     def read(self, name: str, columns: Sequence[str] | None = None, filter: ds.Expression | None = None) -> pa.Table:
