@@ -122,30 +122,21 @@ class Interrupted(Exception):
 def run_until_signalled(job: Coroutine[Any, Any, Any]) -> Any:
     """Run a job's coroutine; SIGINT or SIGTERM cancels it, so that it stops where it is, leaves every table
     as its last commit left it and records its run as interrupted; then :class:`Interrupted` is raised."""
-    from piflow.jobs.common import recorded_runs
+    from piflow.jobs.common import on_stop_signals, recorded_runs
 
     received: list[int] = []
 
     async def main() -> Any:
         task = asyncio.current_task()
         assert task is not None
-        loop = asyncio.get_running_loop()
 
         def stop(signum: int) -> None:
             if not received:
                 received.append(signum)
                 task.cancel()
 
-        installed = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, stop, sig)
-                installed.append(sig)
-        try:
+        with on_stop_signals(stop):
             return await job
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
 
     with recorded_runs() as runs:
         try:
@@ -455,18 +446,11 @@ def stream(
         async def until_signalled() -> Any:
             # SIGINT/SIGTERM stop the stream with a final commit from the moment the loop runs (run_stream's own
             # handlers would only be installed once its points are read and its client is open).
+            from piflow.jobs.common import on_stop_signals
+
             stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            installed = []
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                    loop.add_signal_handler(sig, stop.set)
-                    installed.append(sig)
-            try:
+            with on_stop_signals(lambda _: stop.set()):
                 return await run_stream(settings, bar, options, stop=stop)
-            finally:
-                for sig in installed:
-                    loop.remove_signal_handler(sig)
 
         try:
             result = asyncio.run(until_signalled())

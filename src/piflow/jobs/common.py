@@ -8,6 +8,7 @@ import contextvars
 import fnmatch
 import logging
 import math
+import signal
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
@@ -75,6 +76,23 @@ def open_client(settings: PiflowSettings) -> PiClient:
         max_connections=max(4, settings.concurrency * 2), retry=RetryPolicy(max_attempts=settings.retries + 1),
         max_rps=settings.max_rps or None,
     )
+
+
+@contextlib.contextmanager
+def on_stop_signals(callback: Callable[[int], None]) -> Iterator[None]:
+    """Inside the running event loop, SIGINT and SIGTERM call ``callback(signum)`` for the block (nothing is
+    installed where the loop cannot take handlers: another thread, another platform)."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, callback, sig)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
 
 
 _RECORDED: contextvars.ContextVar[list[RunResult] | None] = contextvars.ContextVar("piflow_recorded", default=None)

@@ -31,8 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
@@ -49,6 +47,7 @@ from piflow.errors import TransientError
 from piflow.jobs.common import (
     RunRecorder,
     RunResult,
+    on_stop_signals,
     open_client,
     points_to_read,
     resolve_time,
@@ -385,20 +384,8 @@ def _signals(stop: asyncio.Event | None) -> Iterator[asyncio.Event]:
         yield stop
         return
     event = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, event.set)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError):  # not on this platform / loop
-                pass
-    try:
+    with on_stop_signals(lambda _: event.set()):
         yield event
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
 
 
 async def run_stream(settings: PiflowSettings, progress: Progress | None = None,
