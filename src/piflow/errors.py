@@ -122,6 +122,15 @@ class NetworkError(TransientError):
     """The connection failed, timed out or was dropped before the whole body arrived."""
 
 
+class UnreachableError(PiApiError):
+    """The server was never reached: connection refused, unknown host, or no TLS where https was asked.
+
+    Not transient: a server that has never answered is a wrong URL or port, not a flaky one, so the first
+    attempt fails with its cause instead of eight retries. Once a client has had an answer, the same failures
+    are :class:`NetworkError` (a server restarting).
+    """
+
+
 class BadResponseError(TransientError):
     """A success status whose body is not the JSON PI sends (HTML page, truncated JSON, WebException)."""
 

@@ -35,7 +35,7 @@ def expected_cell(value: Any, numeric: bool) -> Any:
     return value if isinstance(value, str) or value is None else repr(value)
 
 
-async def interpolated_truth(srv: EmulatorServer) -> dict[tuple[str, datetime, str], Any]:
+async def interpolated_truth(srv: EmulatorServer, interval: str = "5m") -> dict[tuple[str, datetime, str], Any]:
     """Every (element, time, attribute) cell, read stream by stream with plain GETs (no batch, no stream set)."""
     af = srv.state.af
     pumps = [e for e in af.all_elements("Plant") if e.template_name == "Pump"]
@@ -45,7 +45,7 @@ async def interpolated_truth(srv: EmulatorServer) -> dict[tuple[str, datetime, s
             for a in af.attributes(e.webid) or []:
                 try:
                     doc = await client.http.get_json(f"streams/{a.webid}/interpolated",
-                                                     [("startTime", "*-1d"), ("endTime", "*"), ("interval", "5m")])
+                                                     [("startTime", "*-1d"), ("endTime", "*"), ("interval", interval)])
                 except NotFoundError:  # a PI Point reference to a point that does not exist: no values
                     continue
                 for v in doc["Items"]:

@@ -70,9 +70,20 @@ async def test_dropped_connections_over_loopback_are_retried() -> None:
 async def test_a_body_slower_than_the_timeout_is_a_network_error() -> None:
     with EmulatorServer(emulator_settings(slow_body_ms=500)) as srv:
         async with PiHttp(srv.url, retry=fast_retry(2), timeout_s=0.1) as http:
-            with pytest.raises(NetworkError, match="ReadTimeout"):
+            with pytest.raises(NetworkError, match=r"ReadTimeout|no complete answer within 0\.1 s"):
                 await http.get_bytes(PROBE)
             assert http.requests == 2
+
+
+@pytest.mark.loopback
+async def test_timeout_bounds_the_whole_request_not_each_read() -> None:
+    # Pieces every 0.12 s: no single read waits 0.3 s, but the body takes longer than that in all.
+    with EmulatorServer(emulator_settings(slow_body_ms=120)) as srv:
+        async with PiHttp(srv.url, retry=fast_retry(1), timeout_s=0.3) as http:
+            with pytest.raises(NetworkError, match=r"no complete answer within 0.3 s \(timeout_s\)"):
+                await http.get_bytes(PROBE)
+        async with PiHttp(srv.url, retry=fast_retry(1), timeout_s=30) as http:
+            assert await http.get_bytes(PROBE)  # the same answer, given time
 
 
 @pytest.mark.loopback

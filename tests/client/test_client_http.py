@@ -16,6 +16,7 @@ import pytest
 
 from piflow.client import BasicAuth, BearerAuth, PiHttp, RetryPolicy
 from piflow.decode import decode_stream_page
+from piflow.emulator.server import EmulatorServer
 from piflow.errors import (
     AuthError,
     BadRequestError,
@@ -26,6 +27,8 @@ from piflow.errors import (
     RateLimitedError,
     ServerBusyError,
     TooManyItemsError,
+    TransientError,
+    UnreachableError,
 )
 from tests.client.conftest import STALL, Canned, RawServer, RecordingSleep, ScriptedApp, fast_retry, http_reply
 
@@ -145,17 +148,58 @@ async def test_a_server_that_never_answers_times_out_into_a_retry() -> None:
             assert http.retries == 1
 
 
-async def test_connection_refused_is_a_network_error_after_the_retries() -> None:
+async def test_a_port_nothing_listens_on_fails_at_once_with_the_cause() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     sleeper = RecordingSleep()
     async with PiHttp(f"http://127.0.0.1:{port}", retry=fast_retry(3), sleep=sleeper) as http:
+        with pytest.raises(UnreachableError, match="refused: nothing listens on that port") as info:
+            await http.get_json("system")
+        assert isinstance(info.value.__cause__, httpx2.ConnectError)
+        assert not isinstance(info.value, TransientError)
+        assert sleeper.delays == []
+        assert http.requests == 1
+
+
+async def test_an_unknown_host_fails_at_once() -> None:
+    sleeper = RecordingSleep()
+    async with PiHttp("http://no-such-host.invalid", retry=fast_retry(3), sleep=sleeper) as http:
+        with pytest.raises(UnreachableError, match="host name is unknown"):
+            await http.get_json("system")
+        assert http.requests == 1
+        assert sleeper.delays == []
+
+
+@pytest.mark.loopback
+async def test_https_to_a_plain_http_server_fails_at_once_naming_the_scheme() -> None:
+    with EmulatorServer() as srv:
+        sleeper = RecordingSleep()
+        async with PiHttp(f"https://127.0.0.1:{srv.port}", retry=fast_retry(3), sleep=sleeper) as http:
+            with pytest.raises(UnreachableError, match="does not speak TLS"):
+                await http.get_json("system")
+            assert http.requests == 1
+            assert sleeper.delays == []
+
+
+@pytest.mark.loopback
+async def test_a_refused_connection_after_an_answer_is_a_restart_and_retried() -> None:
+    sleeper = RecordingSleep()
+    srv = EmulatorServer().start()
+    async with PiHttp(srv.url, retry=fast_retry(3), sleep=sleeper) as http:
+        await http.get_json("system")
+        srv.stop()
         with pytest.raises(NetworkError) as info:
             await http.get_json("system")
         assert isinstance(info.value.__cause__, httpx2.ConnectError)
         assert len(sleeper.delays) == 2
-        assert http.requests == 3
+        assert http.requests == 4
+
+
+def test_credentials_in_the_url_are_refused_without_echoing_them() -> None:
+    with pytest.raises(ConfigError, match="user name or password") as info:
+        PiHttp("http://alice:s3cret-pw@127.0.0.1:1/piwebapi")
+    assert "s3cret-pw" not in str(info.value)
 
 
 # ---- 429 and 5xx -------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import orjson
 from piflow import decode
 from piflow import webid as webid_codec
 from piflow.client.auth import Auth
+from piflow.client.capabilities import Capabilities
 from piflow.client.http import Params, PiHttp, error_for_status, errors_of
 from piflow.client.retry import Clock, RetryPolicy, Sleep, parse_retry_after
 from piflow.errors import BadResponseError, PiApiError
@@ -124,6 +125,7 @@ class PiClient:
         self._points_by_path: dict[str, Json] = {}
         self._webids: dict[tuple[str, bool], str] = {}
         self._servers: dict[str, Json] = {}
+        self.caps = Capabilities()
 
     async def __aenter__(self) -> PiClient:
         return self
@@ -150,7 +152,8 @@ class PiClient:
         return self._servers[key]
 
     async def iter_list(self, path: str, params: Params = (), page_size: int = 1000) -> AsyncIterator[Json]:
-        """Every item of a ``startIndex``/``maxCount`` list, page after page until a short page.
+        """Every item of a ``startIndex``/``maxCount`` list, page after page until a short page (or, on a server
+        that answers with ``Links.Next``, from link to link until a page without one).
 
         ``page_size`` must not exceed what the server returns per page (1000 for searches), since a page
         shorter than asked for is what ends the listing.
@@ -158,16 +161,23 @@ class PiClient:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         start, first_of_last_page = 0, None
+        link: str | None = None
         while True:
-            page = _items(await self.http.get_json(
-                path, [*params, ("startIndex", start), ("maxCount", page_size)]), path)
+            doc = await (self.http.get_json(link) if link else self.http.get_json(
+                path, [*keeping_links(params), ("startIndex", start), ("maxCount", page_size)]))
+            page = _items(doc, path)
             first = page[0].get("WebId") if page and isinstance(page[0], dict) else None
             if first is not None and first == first_of_last_page:
                 raise PiApiError(f"{path}: the server returned the same page again; it ignores startIndex")
             first_of_last_page = first
             for item in page:
                 yield item
-            if len(page) < page_size:
+            by_links = link is not None
+            links = doc.get("Links") if isinstance(doc, dict) else None
+            link = links.get("Next") if isinstance(links, dict) and isinstance(links.get("Next"), str) else None
+            if link:  # a server that pages by links: follow them to the end, whatever the page length
+                continue
+            if by_links or len(page) < page_size:
                 return
             start += len(page)
 
@@ -242,17 +252,15 @@ class PiClient:
 
     # ---- batch --------------------------------------------------------------------------------------------
     async def batch(self, requests: Mapping[str, Mapping[str, Any]]) -> dict[str, BatchItem]:
-        """POST ``/batch``; relative ``Resource`` paths are made absolute. One :class:`BatchItem` per id."""
+        """POST ``/batch``; relative ``Resource`` paths are made absolute. One :class:`BatchItem` per id the
+        server answered: some servers leave ids out, so callers compare the keys with what they sent
+        (:func:`piflow.jobs.batching.send_batch` sends the missing ones again)."""
         body = {key: self._absolute(req) for key, req in requests.items()}
         doc = await self.http.post_json("batch", body)
         if not isinstance(doc, dict):
             raise BadResponseError("the batch answer is not an object keyed by request id",
                                    url=self.http.url_for("batch"))
-        missing = [k for k in body if k not in doc]
-        if missing:
-            raise BadResponseError(f"the batch answer lacks request ids {missing[:10]}",
-                                   url=self.http.url_for("batch"))
-        return {k: _batch_item(k, doc[k], _resource_of(body[k])) for k in body}
+        return {k: _batch_item(k, doc[k], _resource_of(body[k])) for k in body if k in doc}
 
     def _absolute(self, req: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(req)
@@ -262,6 +270,15 @@ class PiClient:
         if isinstance(template, Mapping) and isinstance(template.get("Resource"), str):
             out["RequestTemplate"] = {**template, "Resource": self.http.url_for(template["Resource"])}
         return out
+
+
+def keeping_links(params: Params) -> list[tuple[str, str | int | float | bool]]:
+    """``params`` with ``Links.Next`` added to any ``selectedFields``: a server that pages by links puts the next
+    page there, and a selection without it would end every list after its first page."""
+    def keep(fields: str) -> str:
+        return fields if {"Links", "Links.Next"} & set(fields.split(";")) else f"{fields};Links.Next"
+
+    return [(k, keep(str(v)) if k == "selectedFields" else v) for k, v in params]
 
 
 def _resource_of(req: Mapping[str, Any]) -> str | None:

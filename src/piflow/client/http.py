@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from importlib import metadata
 from types import TracebackType
 from typing import Any, TypeVar
@@ -39,6 +42,7 @@ from piflow.errors import (
     ServerBusyError,
     TooManyItemsError,
     TransientError,
+    UnreachableError,
 )
 
 _log = logging.getLogger(__name__)
@@ -75,6 +79,10 @@ def normalise_base_url(url: str) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError("url", f"not an http(s) URL: {display_url(text)!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("url", f"{display_url(text)!r} carries a user name or password; give the URL without "
+                                 "them and the credentials as settings (user, and the password in PIFLOW_PASSWORD "
+                                 "or password_file), never in a URL")
     path = parts.path.rstrip("/")
     if not path.lower().endswith("/piwebapi"):
         path = f"{path}/piwebapi"
@@ -182,7 +190,9 @@ def parse_json(body: bytes, status: int, url: str, content_type: str = "") -> An
 
 
 def _translate_transport(exc: httpx2.HTTPError, url: str, timeout_s: float, *,
-                         plain_http: bool = False) -> PiApiError | ConfigError:
+                         plain_http: bool = False, answered: bool = True) -> PiApiError | ConfigError:
+    """The piflow error for a failure below HTTP. ``answered``: this client has had an answer from the server
+    before, so a refused connection is a server restarting (retry), not a wrong address (fail at once)."""
     name = type(exc).__name__
     if isinstance(exc, httpx2.TimeoutException):
         return NetworkError(f"{name}: no answer within {timeout_s:g} s", url=url)
@@ -195,7 +205,32 @@ def _translate_transport(exc: httpx2.HTTPError, url: str, timeout_s: float, *,
     tls = _tls_failure(exc)
     if tls is not None:  # retrying cannot help: say what can
         return _tls_advice(tls, url, plain_http)
+    never = None if answered or not isinstance(exc, httpx2.ConnectError) else _never_reached(exc)
+    if never is not None:
+        return UnreachableError(never, url=url)
     return NetworkError(f"{name}: {exc or 'connection failed'}", url=url)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(out) < 8:
+        out.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return out
+
+
+def _never_reached(exc: BaseException) -> str | None:
+    """Why a first connection failed for good (wrong port, unknown host, no TLS on an https URL), or None."""
+    for cause in _causes(exc):
+        if isinstance(cause, socket.gaierror):
+            return f"the host name is unknown ({cause.strerror or cause}); check the host in the URL"
+        if isinstance(cause, ConnectionRefusedError):
+            return "the connection was refused: nothing listens on that port; check the host and port in the URL"
+        if isinstance(cause, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(cause):
+            return ("the server does not speak TLS on that port (an https:// URL for a plain http server?); "
+                    "check the scheme and port in the URL")
+    return None
 
 
 # OpenSSL's verify codes: the issuer is not trusted (self-signed, unknown or missing CA) / the name does not match.
@@ -220,14 +255,7 @@ def _tls_advice(err: ssl.SSLCertVerificationError, url: str, plain_http: bool) -
 
 def _tls_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     """The certificate verification error somewhere in ``exc``'s causes, if that is what failed."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return None
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
+    return next((c for c in _causes(exc) if isinstance(c, ssl.SSLCertVerificationError)), None)
 
 
 # ---- the client -----------------------------------------------------------------------------------------
@@ -283,12 +311,16 @@ class PiHttp:
         self.auth = auth if auth is not None else NoAuth()
         self.retry = retry if retry is not None else RetryPolicy()
         self.timeout_s = timeout_s
+        self.max_connections = max_connections
         self._sleep = sleep
         self._bucket = TokenBucket(max_rps, sleep=sleep, clock=clock) if max_rps else None
         self.requests = 0
         self.retries = 0
         self.errors = 0
         self.bytes_received = 0
+        self.answered = False  # any answer at all from the server (then a refused connection is a restart)
+        self._date_text: str | None = None
+        self._date: datetime | None = None  # the Date header of the server's last answer
         if isinstance(verify, str) and not os.path.exists(verify):
             raise ConfigError("verify", f"CA bundle {verify!r} does not exist")
         if verify is False:
@@ -317,6 +349,30 @@ class PiHttp:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def sleep(self, seconds: float) -> None:
+        """The client's sleep (injected in tests), for callers that pace their own retries."""
+        await self._sleep(seconds)
+
+    def server_date(self) -> datetime | None:
+        """The server's clock as the ``Date`` header of its last answer gave it (None: no header yet).
+
+        The header has one-second resolution and PI's clock runs on, so this is at or before the server's time:
+        the safe side for a job's "now". Ask something first for a fresh value.
+        """
+        return self._date
+
+    def _note_date(self, text: str | None) -> None:
+        if text is None or text == self._date_text:
+            return
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        self._date_text = text
+        self._date = when.astimezone(UTC)
 
     def url_for(self, path_or_url: str) -> str:
         """An absolute URL: links from bodies pass through, paths are joined to the base URL."""
@@ -415,14 +471,23 @@ class PiHttp:
         self.requests += 1
         t0 = time.perf_counter()
         try:
-            resp = await self._client.request(method, url, params=tuple(params) if params else None,
-                                             content=content, headers=headers)
+            # timeout_s bounds the whole request; httpx's own timeout is per read, so a server that trickles
+            # its body would never be cut off by it alone.
+            async with asyncio.timeout(self.timeout_s):
+                resp = await self._client.request(method, url, params=tuple(params) if params else None,
+                                                 content=content, headers=headers)
+        except TimeoutError as exc:
+            _log.debug("%s %s -> no complete answer within %g s", method, _path(url), self.timeout_s)
+            raise NetworkError(f"no complete answer within {self.timeout_s:g} s (timeout_s)", url=shown) from exc
         except httpx2.HTTPError as exc:
             _log.debug("%s %s -> %s", method, _path(url), type(exc).__name__)
             raise self._scrubbed(_translate_transport(exc, shown, self.timeout_s,
-                                                      plain_http=self._base_url.startswith("http://"))) from exc
+                                                      plain_http=self._base_url.startswith("http://"),
+                                                      answered=self.answered)) from exc
         except httpx2.InvalidURL as exc:
             raise ConfigError("url", f"invalid URL {shown}: {exc}") from exc
+        self.answered = True
+        self._note_date(resp.headers.get("date"))
         self.bytes_received += resp.num_bytes_downloaded
         _log.debug("%s %s -> %d (%.1f ms, %d bytes)", method, _path(url), resp.status_code,
                    (time.perf_counter() - t0) * 1000.0, resp.num_bytes_downloaded)

@@ -1,7 +1,8 @@
 """The emulator as a FastAPI application (usable in-process by tests, or served by uvicorn).
 
-Routes live in ``routes_*`` modules, one per area of the PI Web API; authentication and fault injection
-are ASGI middleware installed here. Every error body has PI's shape: ``{"Errors": ["..."]}``.
+Routes live in ``routes_*`` modules, one per area of the PI Web API; authentication, fault injection and the
+server profile (missing routes, refused channels, the virtual-clock ``Date``) are ASGI middleware installed
+here. Every error body has PI's shape: ``{"Errors": ["..."]}``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from piflow.emulator import (
     auth,
     faults,
+    profile,
     routes_admin,
     routes_af,
     routes_batch,
@@ -49,6 +51,7 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
     app.include_router(routes_admin.router)  # /_emulator, outside the API prefix
     faults.install(app, state)
     auth.install(app, state)
+    profile.install(app, state)  # after both: its Date middleware outermost, its route switches innermost
     return app
 
 

@@ -2,13 +2,15 @@
 
 Handlers only parse parameters and shape JSON; the model lives in ``af.py`` (with its ``af_*`` parts) and
 ``eventframes.py``. List answers are ``{"Links": {}, "Items": [...]}`` with PI's paging (``startIndex``,
-``maxCount``, silent truncation) and every answer honours ``selectedFields``. Links are absolute URLs built from
-the request.
+``maxCount``, silent truncation), or ``Links.Next`` paging under that server profile (:mod:`.profile`), and
+every answer honours ``selectedFields``. Links are absolute URLs built from the request.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -35,13 +37,15 @@ from piflow.emulator.eventframes import (
     FrameQuery,
     TooManyFrames,
 )
-from piflow.emulator.query import QueryArgs, bad_param, page, parse_selected_fields, prune
+from piflow.emulator.profile import list_page, page_json
+from piflow.emulator.query import QueryArgs, bad_param, parse_selected_fields, prune
 from piflow.emulator.responses import json_response, pi_error
 from piflow.emulator.serialize import good_value_dict
 from piflow.emulator.state import EmulatorState
 from piflow.pitime import format_ticks
 
 router = APIRouter()
+T = TypeVar("T")
 
 
 # ---- request plumbing ----------------------------------------------------------------------------------
@@ -70,11 +74,13 @@ def _not_found(what: str, key: str) -> Exception:
     return pi_error(404, f"The specified {what} '{key}' was not found.")
 
 
-def _paged(request: Request, items: list[Any]) -> list[Any]:
-    args = _args(request)
-    start = args.integer("startIndex", 0, minimum=0)
-    count = args.integer("maxCount", _state(request).settings.max_count_default, minimum=1)
-    return page(items, start, count)
+def _page(request: Request, items: Sequence[T], to_json: Callable[[T], dict[str, Any]], *,
+          paged: bool = True) -> Response:
+    """A list answer: the ``startIndex``/``maxCount`` page (``paged``) or the whole list (as PI answers its
+    short lists), or under links paging a page of ``maxCount`` with ``Links.Next`` (:func:`list_page`)."""
+    st = _state(request)
+    count = _args(request).integer("maxCount", st.settings.max_count_default, minimum=1) if paged else None
+    return _reply(request, page_json(list_page(request, st, count), items, to_json))
 
 
 def _list(request: Request, items: list[dict[str, Any]]) -> Response:
@@ -227,7 +233,7 @@ async def asset_servers(request: Request) -> Response:
         if path.lstrip("\\").upper() != af.server.name.upper():
             raise _not_found("asset server", path)
         return _reply(request, server_json(af.server, base))
-    return _list(request, [server_json(af.server, base)])
+    return _page(request, [af.server], lambda s: server_json(s, base), paged=False)
 
 
 @router.get("/assetservers/{web_id}")
@@ -243,7 +249,8 @@ async def asset_databases(web_id: str, request: Request) -> Response:
     af = _af(request)
     if af.server_by_webid(web_id) is None:
         raise _not_found("asset server", web_id)
-    return _list(request, [database_json(d, af.server, _base(request)) for d in af.databases()])
+    base = _base(request)
+    return _page(request, af.databases(), lambda d: database_json(d, af.server, base), paged=False)
 
 
 @router.get("/assetdatabases")
@@ -273,8 +280,8 @@ async def asset_database(web_id: str, request: Request) -> Response:
 @router.get("/assetdatabases/{web_id}/elementtemplates")
 async def element_templates(web_id: str, request: Request) -> Response:
     _database(request, web_id)
-    items = _af(request).templates(web_id) or []
-    return _list(request, [template_json(t, _base(request)) for t in _paged(request, items)])
+    base = _base(request)
+    return _page(request, _af(request).templates(web_id) or [], lambda t: template_json(t, base))
 
 
 # ---- elements ------------------------------------------------------------------------------------------
@@ -285,7 +292,7 @@ def _element_list(request: Request, parent_webid: str) -> Response:
         raise _not_found("element", parent_webid)
     items = filter_elements(items, args.get("nameFilter"), args.get("templateName"), args.get("categoryName"))
     base = _base(request)
-    return _list(request, [element_json(e, base) for e in _paged(request, items)])
+    return _page(request, items, lambda e: element_json(e, base))
 
 
 @router.get("/assetdatabases/{web_id}/elements")
@@ -307,7 +314,7 @@ async def search_elements(request: Request) -> Response:
     except ValueError as exc:
         raise bad_param("query", query, str(exc)) from None
     base = _base(request)
-    return _list(request, [element_json(e, base) for e in _paged(request, items)])
+    return _page(request, items, lambda e: element_json(e, base))
 
 
 @router.get("/elements")
@@ -345,7 +352,7 @@ def _attribute_list(request: Request, items: list[AttributeInfo] | None, key: st
     args = _args(request)
     items = filter_attributes(items, args.get("nameFilter"), args.get("categoryName"))
     base = _base(request)
-    return _list(request, [attribute_json(a, base) for a in _paged(request, items)])
+    return _page(request, items, lambda a: attribute_json(a, base))
 
 
 @router.get("/elements/{web_id}/attributes")
@@ -396,7 +403,7 @@ async def template_attributes(web_id: str, request: Request) -> Response:
     if items is None:
         raise _not_found("element template", web_id)
     base = _base(request)
-    return _list(request, [attribute_template_json(a, base) for a in _paged(request, items)])
+    return _page(request, items, lambda a: attribute_template_json(a, base))
 
 
 @router.get("/attributetemplates/{web_id}")
@@ -451,11 +458,14 @@ def _frames(request: Request, equipment: int | None) -> Response:
     st = _state(request)
     now = st.clock.now_ticks()
     q = frame_query(_args(request), now, st.settings.max_count_default, equipment)
+    pg = list_page(request, st, q.max_count)
+    q = dataclasses.replace(q, start_index=pg.start, max_count=pg.fetch)
     try:
         frames = st.eventframes.search(q, now, st.settings.max_returned_items)
     except TooManyFrames as exc:
         raise pi_error(400, str(exc)) from None
-    return _list(request, _frames_json(request, frames))
+    chosen, links = pg.finish(frames)
+    return _reply(request, {"Links": links, "Items": _frames_json(request, chosen)})
 
 
 def _frames_json(request: Request, frames: list[FrameInfo], *, listed: bool = True) -> list[dict[str, Any]]:
@@ -515,12 +525,11 @@ async def event_frame_attributes(web_id: str, request: Request) -> Response:
     items = _state(request).eventframes.attributes(web_id) or []
     args, base = _args(request), _base(request)
     items = filter_attributes(items, args.get("nameFilter"), args.get("categoryName"))
-    out = []
-    for a in _paged(request, items):
-        body = attribute_json(a, base)
-        body["Value"] = good_value_dict(f.start, a.static_value, a.units_abbreviation)
-        out.append(body)
-    return _list(request, out)
+
+    def with_value(a: AttributeInfo) -> dict[str, Any]:
+        return {**attribute_json(a, base), "Value": good_value_dict(f.start, a.static_value, a.units_abbreviation)}
+
+    return _page(request, items, with_value)
 
 
 @router.get("/eventframes/{web_id}/referencedelements")

@@ -14,6 +14,9 @@ Faithful details: a child of a failed parent (status >= 400) gets 409; a JSONPat
 with Status 200 when every fanned-out request succeeded and 207 otherwise. With several parameters in a
 template, lists of equal length are zipped and single values broadcast.
 
+Under the ``partial`` batch profile some ids are left out of the answer (see
+:func:`piflow.emulator.profile.omitted_ids`); all items still run.
+
 Sub-requests go through the whole app in-process (``asgi_call``) (so authentication applies, with the caller's
 ``Authorization`` forwarded) and carry ``X-Emulator-Batch-Child: 1`` so that fault injection treats the
 batch as one request.
@@ -33,6 +36,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from piflow.emulator import asgi_call
+from piflow.emulator.plumbing import request_state
+from piflow.emulator.profile import batch_answer
 from piflow.emulator.responses import json_response, pi_error
 
 router = APIRouter()
@@ -316,4 +321,4 @@ async def batch(request: Request) -> Response:
         return SubResponse(reply.status, kept, _decode(reply.body))
 
     results = await run_batch(body, send, base_headers=forwarded)
-    return json_response(results, 207)
+    return json_response(batch_answer(request_state(request), results), 207)

@@ -27,14 +27,16 @@ from piflow.emulator.plumbing import (
     request_state,
     webid_type,
 )
+from piflow.emulator.profile import list_page, profile_of
 from piflow.emulator.query import is_wildcard_all, wildcard
 from piflow.emulator.responses import pi_error
+from piflow.emulator.settings import ProfileSettings
 from piflow.emulator.state import EmulatorState
 from piflow.pitime import TICKS_PER_SECOND, to_ticks
 
 router = APIRouter()
 
-PRODUCT_VERSION = "1.19.1.31"
+PRODUCT_VERSION = ProfileSettings().version  # of a complete server; a profile may report another
 
 
 # ---- objects ---------------------------------------------------------------------------------------------
@@ -121,8 +123,30 @@ def root(request: Request) -> Response:
 @router.get("/system")
 def system(request: Request) -> Response:
     base = api_base(request)
-    return reply({"ProductTitle": "PI Web API", "ProductVersion": PRODUCT_VERSION,
-                   "Links": {"Self": f"{base}system", "Status": f"{base}system/status"}}, query_args(request))
+    version = profile_of(request_state(request)).version
+    return reply({"ProductTitle": "PI Web API", "ProductVersion": version,
+                   "Links": {"Self": f"{base}system", "Versions": f"{base}system/versions",
+                             "Status": f"{base}system/status"}}, query_args(request))
+
+
+# The assemblies ``system/versions`` lists, after the AVEVA reference's sample answer (PI Web API 2019 SP1);
+# the stream updates plugin only where the server has stream updates.
+_ASSEMBLIES = ("OSIsoft.REST.Core", "OSIsoft.REST.Documentation", "OSIsoft.REST.Services", "OSIsoft.Search.SvcLib")
+_UPDATES_ASSEMBLY = "OSIsoft.REST.StreamUpdates"
+
+
+def version_info(version: str) -> dict[str, str]:
+    """``{FullVersion, MajorMinorRevision, Build}`` of a four-part version such as ``1.13.0.6298``."""
+    head, _, build = version.rpartition(".")
+    return {"FullVersion": version, "MajorMinorRevision": head or version, "Build": build if head else ""}
+
+
+@router.get("/system/versions")
+def system_versions(request: Request) -> Response:
+    """A dictionary of assembly name -> version information, every assembly at the server's version."""
+    profile = profile_of(request_state(request))
+    names = sorted((*_ASSEMBLIES, _UPDATES_ASSEMBLY) if profile.stream_updates else _ASSEMBLIES)
+    return reply({name: version_info(profile.version) for name in names}, query_args(request))
 
 
 @router.get("/system/status")
@@ -132,6 +156,30 @@ def system_status(request: Request) -> Response:
     uptime = max(0.0, (now - to_ticks(st.settings.now)) / (60 * TICKS_PER_SECOND))
     return reply({"UpTimeInMinutes": round(uptime, 3), "State": "Running", "CacheInstances": 0,
                    "ServerTime": iso(now)}, query_args(request))
+
+
+@router.get("/system/userinfo")
+def system_userinfo(request: Request) -> Response:
+    """The identity a request is served as (the auth middleware already let it in): the Basic user as
+    configured, a stand-in name for a token or ticket holder, or the anonymous logon. SIDs are made up but
+    stable per name."""
+    import hashlib
+
+    from piflow.emulator.auth import _canonical_user, decode_basic
+
+    auth, header = request_state(request).settings.auth, request.headers.get("authorization", "")
+    pair = decode_basic(header.partition(" ")[2]) if header.lower().startswith("basic ") else None
+    user = next((u for u in auth.users if pair and _canonical_user(u) == _canonical_user(pair[0])), None)
+    name = {"basic": user, "bearer": "PIDEMO\\bearer-user", "oidc": "PIDEMO\\oidc-client",
+            "kerberos": "PIDEMO\\kerberos-user"}.get(auth.mode)
+    if name is None:
+        return reply({"IdentityType": "WindowsIdentity", "Name": "NT AUTHORITY\\ANONYMOUS LOGON",
+                      "IsAuthenticated": False, "SID": "S-1-5-7", "ImpersonationLevel": "None"}, query_args(request))
+    digest = hashlib.blake2b(name.lower().encode(), digest_size=12).digest()
+    ids = [int.from_bytes(digest[i:i + 4], "little") for i in (0, 4, 8)]
+    return reply({"IdentityType": "WindowsIdentity", "Name": name, "IsAuthenticated": True,
+                  "SID": f"S-1-5-21-{ids[0]}-{ids[1]}-{ids[2]}-{1000 + ids[0] % 9000}",
+                  "ImpersonationLevel": "Impersonation"}, query_args(request))
 
 
 @router.get("/dataservers")
@@ -160,19 +208,20 @@ def dataserver_points(web_id: str, request: Request) -> Response:
     st, q, base = request_state(request), query_args(request), api_base(request)
     server = _server_index(st, web_id)
     form = webid_type(q)
-    start = q.integer("startIndex", 0, minimum=0)
-    count = q.integer("maxCount", st.settings.max_count_default, minimum=0)
+    pg = list_page(request, st, q.integer("maxCount", st.settings.max_count_default, minimum=0))
+    start, end = pg.start, pg.start + pg.fetch
     name_filter = q.get("nameFilter")
     rx = wildcard(name_filter)
     n = st.model.config.points
     if is_wildcard_all(name_filter):
-        indices: Sequence[int] = range(min(n, start), min(n, start + count))
+        fetched: Sequence[int] = range(min(n, start), min(n, end))
     else:
         names = point_names(st.model, server)
-        indices = [i for i, name in enumerate(names) if rx.fullmatch(name)][start:start + count]
+        fetched = [i for i, name in enumerate(names) if rx.fullmatch(name)][start:end]
+    indices, links = pg.finish(fetched)  # page by index: a deleted point leaves a gap, as it always did
     items = [_point_object(st, st.model.point(server, i), base, form) for i in indices
              if (server, i) not in st.deleted_points]
-    return reply({"Links": {}, "Items": items}, q)
+    return reply({"Links": links, "Items": items}, q)
 
 
 @router.get("/points/search")
@@ -181,8 +230,7 @@ def points_search(request: Request) -> Response:
     form = webid_type(q)
     servers = [_server_index(st, w) for w in q.getlist("dataServerWebId")] or [s.index for s in st.model.servers]
     terms = parse_point_query(q.get("query") or "")
-    start = q.integer("startIndex", 0, minimum=0)
-    count = q.integer("maxCount", st.settings.max_count_default, minimum=0, maximum=1000)
+    pg = list_page(request, st, q.integer("maxCount", st.settings.max_count_default, minimum=0, maximum=1000))
     name_rx = [rx for key, neg, rx in terms if key in ("tag", "name") and not neg]
     found: list[PointSpec] = []
     for server in servers:
@@ -193,10 +241,10 @@ def points_search(request: Request) -> Response:
             p = st.model.point(server, i)
             if point_matches(p, terms):
                 found.append(p)
-                if len(found) >= start + count:
+                if len(found) >= pg.start + pg.fetch:
                     break
-    items = [_point_object(st, p, base, form) for p in found[start:start + count]]
-    return reply({"Links": {}, "Items": items}, q)
+    chosen, links = pg.of(found)
+    return reply({"Links": links, "Items": [_point_object(st, p, base, form) for p in chosen]}, q)
 
 
 @router.get("/points/multiple")

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 
 from piflow.emulator.model import Events
 from piflow.emulator.plumbing import api_base, iso, query_args, reply, request_state, webid_type
+from piflow.emulator.profile import recorded_max_count
 from piflow.emulator.query import QueryArgs, parse_selected_fields, parse_time_ticks
 from piflow.emulator.responses import pi_error, raw_json
 from piflow.emulator.serialize import ValueColumns
@@ -64,7 +65,7 @@ def _recorded_many(st: EmulatorState, q: QueryArgs, streams: Sequence[Stream]) -
     _no_filter(q)
     w = query_window(st, q)
     boundary = q.choice("boundaryType", "Inside", ("Inside", "Outside", "Interpolated"))
-    max_count = q.integer("maxCount", st.settings.max_count_default, minimum=1)
+    max_count = recorded_max_count(st, q.integer("maxCount", st.settings.max_count_default, minimum=1))
     limit = st.settings.max_returned_items
     prefetched = _prefetch(st, streams, w, max_count) if boundary == "Inside" else {}
     out: list[ValueColumns] = []

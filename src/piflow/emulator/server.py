@@ -7,6 +7,7 @@ server thread starts, and two test runs never collide.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 import time
@@ -25,9 +26,37 @@ _GRACEFUL_S = 2  # open channels and keep-alive connections get this long before
 
 
 def _config(app: FastAPI, log_level: str, **kw: Any) -> uvicorn.Config:
-    """uvicorn settings: "auto" picks uvloop + httptools when installed (speed) and WebSockets (channels)."""
+    """uvicorn settings: "auto" picks uvloop + httptools when installed (speed) and WebSockets (channels).
+
+    uvicorn's own ``Date`` header (the wall clock) is off: the app sends the virtual clock's, or none, as the
+    profile says (:class:`piflow.emulator.profile.DateMiddleware`).
+    """
     return uvicorn.Config(app, log_level=log_level, lifespan="off", ws="auto", http="auto", loop="auto",
-                          access_log=False, timeout_graceful_shutdown=_GRACEFUL_S, **kw)
+                          access_log=False, timeout_graceful_shutdown=_GRACEFUL_S, date_header=False, **kw)
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach: ``localhost``, 127.0.0.0/8, ``::1``."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(host: str) -> str | None:
+    """One line for stderr when the emulator would listen beyond this machine (None on loopback).
+
+    The admin routes move the clock and delete points without any login, so whoever reaches the port can
+    change what every client of this emulator sees.
+    """
+    if is_loopback(host):
+        return None
+    return (f"warning: --host {host} exposes the emulator beyond this machine; its admin routes (/_emulator/...) "
+            "need no login, so anyone who can reach the port can change its data; bind to 127.0.0.1 unless "
+            "that is intended")
 
 
 def serve(settings: EmulatorSettings, host: str = "127.0.0.1", port: int = 8080,

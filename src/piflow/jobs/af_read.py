@@ -9,7 +9,8 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from piflow.errors import NotFoundError
+from piflow.client.api import keeping_links
+from piflow.errors import NotFoundError, PiApiError
 from piflow.jobs.af_databases import Database, DatabaseRead
 from piflow.jobs.af_rows import PointRef
 from piflow.jobs.batching import (
@@ -19,6 +20,7 @@ from piflow.jobs.batching import (
     fanout_pages,
     fetch_many,
     items_per_ask,
+    next_link,
     page_items,
     resource,
 )
@@ -41,8 +43,9 @@ VALUE_FIELDS = "Items.WebId;Items.Value;Items.Exception;Items.Errors"
 
 
 def attributes_resource(webid: str, start: int, page_size: int) -> str:
-    return resource(f"elements/{webid}/attributes", [("searchFullHierarchy", True), ("startIndex", start),
-                                                     ("maxCount", page_size), ("selectedFields", ATTRIBUTE_FIELDS)])
+    return resource(f"elements/{webid}/attributes", keeping_links([
+        ("searchFullHierarchy", True), ("startIndex", start), ("maxCount", page_size),
+        ("selectedFields", ATTRIBUTE_FIELDS)]))
 
 
 async def read_database(client: PiClient, db: Database, *, page_size: int = PAGE_SIZE, lookahead: int = 2,
@@ -53,7 +56,7 @@ async def read_database(client: PiClient, db: Database, *, page_size: int = PAGE
     child = attributes_resource("{0}", 0, page_size)
     params = [("searchFullHierarchy", True), ("selectedFields", ELEMENT_FIELDS)]
     seen: set[str] = set()
-    full: list[str] = []
+    full: list[tuple[str, str | None]] = []
     try:
         async for page in fanout_pages(client, f"assetdatabases/{db.webid}/elements", params, child,
                                        page_size=page_size, lookahead=lookahead, what=f"elements of {db.path}"):
@@ -79,15 +82,16 @@ async def _database_gone(client: PiClient, db: Database) -> bool:
 
 
 async def _take_page(client: PiClient, out: DatabaseRead, page: FanoutPage, seen: set[str],
-                     page_size: int) -> list[str]:
-    """Keep a page's elements and attributes; returns the elements whose attribute page was full."""
+                     page_size: int) -> list[tuple[str, str | None]]:
+    """Keep a page's elements and attributes; returns the elements whose attribute page was full, each with the
+    link to its next page when the server pages by links."""
     answers = list(page.children)
     failed = [i for i, a in enumerate(answers) if not a.ok and a.status != 404]
     if failed:  # one more go, with explicit requests (transient failures are retried inside)
         again = await fetch_many(client, [attributes_resource(page.items[i]["WebId"], 0, page_size) for i in failed])
         for i, a in zip(failed, again, strict=True):
             answers[i] = a
-    full: list[str] = []
+    full: list[tuple[str, str | None]] = []
     for elem, answer in zip(page.items, answers, strict=True):
         webid = str(elem["WebId"])
         if webid in seen:
@@ -101,22 +105,30 @@ async def _take_page(client: PiClient, out: DatabaseRead, page: FanoutPage, seen
         seen.add(webid)
         out.elements.append(elem)
         out.attributes[webid] = attrs
-        if len(attrs) >= page_size:
-            full.append(webid)
+        link = next_link(answer.content)
+        if link is not None or len(attrs) >= page_size:
+            full.append((webid, link))
     return full
 
 
-async def _more_attribute_pages(client: PiClient, out: DatabaseRead, pending: list[str], page_size: int) -> None:
-    """Elements with more attributes than a page: read the next pages until a short one."""
+async def _more_attribute_pages(client: PiClient, out: DatabaseRead, pending: list[tuple[str, str | None]],
+                                page_size: int) -> None:
+    """Elements with more attributes than a page: read the next pages (by ``Links.Next`` where the server gives
+    it, else by ``startIndex``) until a short page, or the last link."""
     start = page_size
     while pending:
-        answers = await fetch_many(client, [attributes_resource(w, start, page_size) for w in pending])
+        answers = await fetch_many(client, [link or attributes_resource(w, start, page_size) for w, link in pending])
         nxt = []
-        for webid, answer in zip(pending, answers, strict=True):
+        for (webid, link), answer in zip(pending, answers, strict=True):
             items = page_items(answer, f"attributes of element {webid} (startIndex {start})")
+            first = items[0].get("WebId") if items else None
+            if first is not None and first == out.attributes[webid][0].get("WebId"):
+                raise PiApiError(f"attributes of element {webid}: the server returned the first page again; it "
+                                 "ignores startIndex", url=answer.resource)
             out.attributes[webid].extend(items)
-            if len(items) >= page_size:
-                nxt.append(webid)
+            following = next_link(answer.content)
+            if following is not None or (link is None and len(items) >= page_size):
+                nxt.append((webid, following))
         pending, start = nxt, start + page_size
 
 

@@ -237,6 +237,13 @@ async def run_backfill(settings: PiflowSettings, progress: Progress | None = Non
                 end = resolve_time("end", settings.end, now)
                 if end <= start:
                     raise ConfigError("end", f"must be after start ({start.isoformat()} .. {end.isoformat()})")
+                if end > now:  # nothing is recorded there yet: asking would only cost requests
+                    progress.note(f"backfill: the end {end.isoformat()} is after the server's now "
+                                  f"({now.isoformat()}); reading up to now")
+                    end = now
+                    if end <= start:
+                        raise ConfigError("start", f"{start.isoformat()} is after the server's now "
+                                                   f"({now.isoformat()}): nothing to read yet")
                 window = settings.window_delta or timedelta(days=1)
                 plan = make_plan(to_ticks(start), to_ticks(end), int(window.total_seconds() * TICKS_PER_SECOND)
                                  or DAY_TICKS)

@@ -19,10 +19,12 @@ from urllib.parse import quote, urlencode
 
 import orjson
 
-from piflow.client.api import BatchItem
+from piflow.client.api import BatchItem, keeping_links
 from piflow.client.http import errors_of
-from piflow.errors import PiApiError
+from piflow.errors import PiApiError, TransientError
+from piflow.jobs.batch_direct import run_directly
 from piflow.jobs.pi_json import Json
+from piflow.jobs.streamset_direct import answer_directly, is_streamset, streamsets_missing
 
 if TYPE_CHECKING:
     from piflow.client.api import PiClient
@@ -85,9 +87,66 @@ def sub_items(content: Any) -> list[BatchItem] | None:
 def retry_closure(body: Mapping[str, Mapping[str, Any]], answers: Mapping[str, BatchItem]) -> set[str]:
     """Ids to send again after transient failures: the failed ones, their children (answered 409) and the
     parents those need for their JSONPath parameters (pure)."""
-    redo = {k for k, a in answers.items() if a.status in TRANSIENT}
-    if not redo:
+    return closure(body, {k for k, a in answers.items() if a.status in TRANSIENT})
+
+
+async def send_batch(client: PiClient, body: Mapping[str, Mapping[str, Any]]) -> dict[str, BatchItem]:
+    """One ``/batch`` call; items that failed transiently (429, 5xx) are sent again with backoff.
+
+    A server without ``/batch`` (404, 405, 403, 501) gets the sub-requests as plain requests from then on; ids an
+    answer left out are sent again once in a ``/batch``, then as plain requests, never dropped.
+    """
+    if client.caps.batch is False:
+        return await run_directly(client, body)
+    try:
+        answers = await client.batch(body)
+    except PiApiError as exc:
+        if not _batch_refused(exc):
+            raise
+        client.caps.fallback("batch", f"the server refuses /batch (HTTP {exc.status}): making its sub-requests "
+                                      "as plain requests")
+        return await run_directly(client, body)
+    client.caps.worked("batch")
+    await _complete(client, body, answers)
+    policy = client.http.retry
+    attempt = 1
+    while True:
+        redo = retry_closure(body, answers)
+        if not redo or not policy.should_retry(attempt):
+            return answers
+        log.warning("batch: %d of %d items failed transiently, sending them again (attempt %d)", len(redo),
+                    len(body), attempt + 1)
+        await client.http.sleep(policy.delay(attempt, None))
+        attempt += 1
+        again = {k: body[k] for k in redo}
+        answers.update(await client.batch(again))
+        await _complete(client, again, answers)
+
+
+def _batch_refused(exc: PiApiError) -> bool:
+    """The server has no usable ``/batch`` (rather than a failure of this one call)."""
+    return exc.status in (403, 404, 405, 501) and not isinstance(exc, TransientError)
+
+
+async def _complete(client: PiClient, body: Mapping[str, Mapping[str, Any]], answers: dict[str, BatchItem]) -> None:
+    """Fill in the ids a ``/batch`` answer left out: once more through ``/batch``, then as plain requests."""
+    missing = closure(body, {k for k in body if k not in answers})
+    if not missing:
+        return
+    client.caps.note(f"the server's /batch answers leave request ids out ({len(missing)} of {len(body)} here): "
+                     "sending those again, then as plain requests")
+    answers.update(await client.batch({k: body[k] for k in missing}))
+    still = closure(body, {k for k in body if k not in answers})
+    if still:
+        answers.update(await run_directly(client, {k: body[k] for k in still}))
+
+
+def closure(body: Mapping[str, Mapping[str, Any]], seeds: set[str]) -> set[str]:
+    """``seeds``, the requests that depend on them, and the parents all of those need (pure): what must be sent
+    together for JSONPath parameters to resolve."""
+    if not seeds:
         return set()
+    redo = set(seeds)
     parents = {k: list(v.get("ParentIds") or []) for k, v in body.items()}
     grew = True
     while grew:
@@ -105,22 +164,6 @@ def retry_closure(body: Mapping[str, Mapping[str, Any]], answers: Mapping[str, B
     return redo
 
 
-async def send_batch(client: PiClient, body: Mapping[str, Mapping[str, Any]]) -> dict[str, BatchItem]:
-    """One ``/batch`` call; items that failed transiently (429, 5xx) are sent again with backoff."""
-    answers = await client.batch(body)
-    policy = client.http.retry
-    attempt = 1
-    while True:
-        redo = retry_closure(body, answers)
-        if not redo or not policy.should_retry(attempt):
-            return answers
-        log.warning("batch: %d of %d items failed transiently, sending them again (attempt %d)", len(redo),
-                    len(body), attempt + 1)
-        await asyncio.sleep(policy.delay(attempt, None))
-        attempt += 1
-        answers.update(await client.batch({k: body[k] for k in redo}))
-
-
 async def fetch_many(client: PiClient, resources: Sequence[str], *, per_batch: int = BATCH_ITEMS,
                      parallel: int = 2) -> list[BatchItem]:
     """GET every resource through as few ``/batch`` calls as possible; answers in the order asked."""
@@ -132,8 +175,35 @@ async def fetch_many(client: PiClient, resources: Sequence[str], *, per_batch: i
             answers = await send_batch(client, {str(i): {"Method": "GET", "Resource": r} for i, r in enumerate(chunk)})
         return [answers[str(i)] for i in range(len(chunk))]
 
+    sets = [i for i, r in enumerate(resources) if is_streamset(r)] if client.caps.streamsets is not True else []
+    if client.caps.streamsets is False and sets:
+        return await _without_streamsets(client, resources, per_batch, parallel, sets)
     parts = await asyncio.gather(*(one(c) for c in chunks))
-    return [a for part in parts for a in part]
+    answers = [a for part in parts for a in part]
+    if sets:
+        refused = [i for i in sets if answers[i].status in (404, 405, 501)]
+        if refused and await streamsets_missing(client):
+            client.caps.fallback("streamsets", "the server has no streamsets: reading each attribute's stream "
+                                               "with its own call")
+            for i, a in zip(refused, await answer_directly(client, [resources[i] for i in refused]), strict=True):
+                answers[i] = a
+        elif any(answers[i].ok for i in sets):
+            client.caps.worked("streamsets")
+    return answers
+
+
+async def _without_streamsets(client: PiClient, resources: Sequence[str], per_batch: int, parallel: int,
+                              sets: list[int]) -> list[BatchItem]:
+    """The streamset resources answered from single streams, the others through ``/batch`` as usual."""
+    others = [i for i in range(len(resources)) if i not in set(sets)]
+    direct = await answer_directly(client, [resources[i] for i in sets])
+    batched = await fetch_many(client, [resources[i] for i in others], per_batch=per_batch, parallel=parallel)
+    out: list[BatchItem | None] = [None] * len(resources)
+    for i, a in zip(sets, direct, strict=True):
+        out[i] = a
+    for i, a in zip(others, batched, strict=True):
+        out[i] = a
+    return [a for a in out if a is not None]
 
 
 @dataclass
@@ -177,16 +247,24 @@ def split_fanout(page: BatchItem, children: BatchItem, what: str) -> tuple[list[
     return items, subs
 
 
-async def _lookahead_pages(fetch: Callable[[int], Coroutine[Any, Any, A]],
+def next_link(doc: Any) -> str | None:
+    """``Links.Next`` of a list answer: servers that page by links give the next page's URL there (pure)."""
+    links = doc.get("Links") if isinstance(doc, dict) else None
+    nxt = links.get("Next") if isinstance(links, dict) else None
+    return nxt if isinstance(nxt, str) and nxt else None
+
+
+async def _lookahead_pages(fetch: Callable[[int | str], Coroutine[Any, Any, A]],
                            read: Callable[[int, A], tuple[list[Any], P]], what: str, *, page_size: int,
-                           lookahead: int) -> AsyncGenerator[P, None]:
+                           lookahead: int, link: Callable[[A], str | None]) -> AsyncGenerator[P, None]:
     """The pages of a ``startIndex``/``maxCount`` list in order: ``fetch(start)`` asks for one page, ``read(start,
     answer)`` turns its answer into (the list's items on that page, what to yield); the short page and the
     repeated first WebId are judged on those items.
 
     Up to ``lookahead`` requests are in flight (the server prepares the next page while this one is decoded); the
     list ends at the first short page. A page whose first WebId is the previous page's raises: the server ignores
-    ``startIndex``. The shared loop of :func:`fanout_pages` and :func:`paged_items`.
+    ``startIndex``. An answer with ``link(answer)`` (``Links.Next``) switches to following the links one page
+    at a time, to the first page without one. The shared loop of :func:`fanout_pages` and :func:`paged_items`.
     """
     inflight: deque[tuple[int, asyncio.Task[A]]] = deque()
     next_start = 0
@@ -203,11 +281,28 @@ async def _lookahead_pages(fetch: Callable[[int], Coroutine[Any, Any, A]],
             launch()
         while inflight:
             start, task = inflight.popleft()
-            items, page = read(start, await task)
+            answer = await task
+            items, page = read(start, answer)
             first = items[0].get("WebId") if items and isinstance(items[0], dict) else None
             if first is not None and first == previous_first:
                 raise PiApiError(f"{what}: the server returned the same page again; it ignores startIndex")
             previous_first = first
+            nxt = link(answer)
+            if nxt is not None:
+                for _, t in inflight:  # asked by startIndex, which a server that pages by links may ignore
+                    t.cancel()
+                await asyncio.gather(*(t for _, t in inflight), return_exceptions=True)
+                inflight.clear()
+                yield page
+                count = start + len(items)
+                while nxt is not None:
+                    answer = await fetch(nxt)
+                    items, page = read(count, answer)
+                    count += len(items)
+                    yield page
+                    nxt = link(answer)
+                finished = True
+                break
             yield page
             if len(items) < page_size:
                 finished = True
@@ -229,10 +324,11 @@ async def fanout_pages(client: PiClient, list_path: str, params: Sequence[tuple[
     past the end come back empty and are dropped."""
     what = what or list_path
 
-    def fetch(start: int) -> Coroutine[Any, Any, dict[str, BatchItem]]:
+    def fetch(start: int | str) -> Coroutine[Any, Any, dict[str, BatchItem]]:
+        page = start if isinstance(start, str) else resource(
+            list_path, [*keeping_links(params), ("startIndex", start), ("maxCount", page_size)])
         body: dict[str, dict[str, Any]] = {
-            "page": {"Method": "GET",
-                     "Resource": resource(list_path, [*params, ("startIndex", start), ("maxCount", page_size)])},
+            "page": {"Method": "GET", "Resource": page},
             "children": {"Method": "GET", "ParentIds": ["page"], "Parameters": ["$.page.Content.Items[*].WebId"],
                          "RequestTemplate": {"Resource": child}},
         }
@@ -244,8 +340,11 @@ async def fanout_pages(client: PiClient, list_path: str, params: Sequence[tuple[
 
     # aclosing: when this generator stops (an error, or a caller that stops early), the pages in flight are
     # cancelled at once, not whenever the inner generator is collected.
+    def link(answers: dict[str, BatchItem]) -> str | None:
+        return next_link(answers["page"].content) if answers["page"].ok else None
+
     async with contextlib.aclosing(_lookahead_pages(fetch, read, what, page_size=page_size,
-                                                    lookahead=lookahead)) as pages:
+                                                    lookahead=lookahead, link=link)) as pages:
         async for start, items, subs in pages:
             fallback = subs is None
             if subs is None:
@@ -258,8 +357,10 @@ def paged_items(client: PiClient, path: str, params: Sequence[tuple[str, str | i
     """The pages of a ``startIndex``/``maxCount`` list in order, with up to ``lookahead`` requests in flight (so
     the server prepares the next page while this one is decoded); ends at the first short page."""
 
-    def fetch(start: int) -> Coroutine[Any, Any, Any]:
-        return client.http.get_json(path, [*params, ("startIndex", start), ("maxCount", page_size)])
+    def fetch(start: int | str) -> Coroutine[Any, Any, Any]:
+        if isinstance(start, str):
+            return client.http.get_json(start)
+        return client.http.get_json(path, [*keeping_links(params), ("startIndex", start), ("maxCount", page_size)])
 
     def read(start: int, doc: Any) -> tuple[list[Any], list[Json]]:
         items = doc.get("Items") if isinstance(doc, dict) else None
@@ -267,7 +368,7 @@ def paged_items(client: PiClient, path: str, params: Sequence[tuple[str, str | i
             raise PiApiError(f"{path} (startIndex {start}): the answer has no Items list")
         return items, [i for i in items if isinstance(i, dict)]
 
-    return _lookahead_pages(fetch, read, path, page_size=page_size, lookahead=lookahead)
+    return _lookahead_pages(fetch, read, path, page_size=page_size, lookahead=lookahead, link=next_link)
 
 
 async def items_per_ask(client: PiClient, path: str, asks: Sequence[tuple[str, str]], fields: str, *,

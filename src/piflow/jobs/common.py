@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from piflow import __version__, schema
-from piflow.errors import ConfigError, PiflowError
-from piflow.pitime import parse_iso_ticks, parse_pi_time
+from piflow.errors import AuthError, BadRequestError, ConfigError, NotFoundError, PiflowError
+from piflow.pitime import from_ticks, parse_iso_ticks, parse_pi_time
 from piflow.planner import PointRef
 from piflow.sinks.delta import DeltaSink
 
@@ -52,6 +52,7 @@ class RunResult:
     window_start: datetime | None = None
     window_end: datetime | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    fallbacks: list[str] = field(default_factory=list)  # what the server lacked and what was done instead
 
     def row(self) -> pa.Table:
         finished = datetime.now(UTC)
@@ -131,6 +132,9 @@ class RunRecorder:
             self.result.status = "failed" if isinstance(exc, Exception) else "interrupted"
             self.result.errors += 1
             self.result.message = str(exc) if isinstance(exc, PiflowError) else f"{type(exc).__name__}: {exc}"
+        if self.result.fallbacks:
+            note = "; ".join(self.result.fallbacks)
+            self.result.message = f"{self.result.message}; {note}" if self.result.message else note
         if self.sink.conflicts:
             self.result.details["commit_retries"] = self.sink.conflicts
             note = f"{self.sink.conflicts} commit(s) planned again because other writers committed first"
@@ -145,10 +149,12 @@ class RunRecorder:
 
 
 def take_client_counters(result: RunResult, client: PiClient) -> None:
+    """The client's request counters, and the fallbacks it chose for what the server lacks, into the run row."""
     http = client.http
     result.requests = int(getattr(http, "requests", 0))
     result.retries = int(getattr(http, "retries", 0))
     result.errors += int(getattr(http, "errors", 0))
+    result.fallbacks = list(client.caps.notes)
 
 
 def selected_points(sink: DeltaSink, name_filter: str) -> list[PointRef]:
@@ -180,14 +186,36 @@ async def points_to_read(settings: PiflowSettings, sink: DeltaSink, progress: Pr
 
 
 async def server_now(client: PiClient) -> datetime:
-    """The PI server's clock (jobs measure "now" where the data is, not on this machine)."""
-    status = await client.system_status()
-    text = status.get("ServerTime") if isinstance(status, dict) else None
-    if not text:
-        return datetime.now(UTC)
-    from piflow.pitime import from_ticks
+    """The PI server's clock (jobs measure "now" where the data is, not on this machine).
 
-    return from_ticks(parse_iso_ticks(str(text)))
+    ``system/status`` gives it; a server without one (disabled, a gateway, another implementation) gives it in
+    the ``Date`` header of any answer; failing both, this machine's clock is used with a warning, since the
+    skew is then unknown. The choice is made once per client and noted.
+    """
+    caps = client.caps
+    if caps.system_status is not False:
+        try:
+            status = await client.system_status()
+        except (NotFoundError, BadRequestError, AuthError) as exc:
+            if isinstance(exc, AuthError) and exc.status != 403:
+                raise  # 401: the credentials are wrong, which every other call would say too
+            caps.fallback("system_status", f"the server refuses system/status (HTTP {exc.status}): taking the "
+                                           "server's time from the Date header of its answers")
+        else:
+            text = status.get("ServerTime")
+            if text:
+                caps.worked("system_status")
+                return from_ticks(parse_iso_ticks(str(text)))
+            caps.fallback("system_status", "system/status has no ServerTime: taking the server's time from the "
+                                           "Date header of its answers")
+    with contextlib.suppress(PiflowError):  # any answer carries the Date header, a refusal too
+        await client.http.get_json("")
+    date = client.http.server_date()
+    if date is not None:
+        return date
+    caps.fallback("server_clock", "the server gives its time neither in system/status nor in a Date header: "
+                                  "using this machine's clock, so the skew to the PI server is unknown")
+    return datetime.now(UTC)
 
 
 def resolve_time(setting: str, text: str, now: datetime) -> datetime:

@@ -19,7 +19,8 @@ import numpy as np
 import pyarrow as pa
 
 from piflow import decode, schema
-from piflow.errors import BadResponseError, DecodeError, NotFoundError, PiflowError, TooManyItemsError
+from piflow.client.capabilities import Capabilities
+from piflow.errors import BadResponseError, DecodeError, NotFoundError, PiApiError, PiflowError, TooManyItemsError
 from piflow.pitime import format_ticks, from_ticks, parse_iso_ticks
 from piflow.planner import PointRef, max_count_for
 
@@ -33,6 +34,9 @@ STREAMSET_FIELDS = (
 STREAM_FIELDS = (
     "UnitsAbbreviation;Items.Timestamp;Items.Value;Items.Good;Items.Questionable;Items.Substituted;Items.Annotated"
 )
+
+
+CAP_CHECK_MIN = 100  # pages shorter than this are not checked for a silent cap (no server caps that low)
 
 
 class RecordedSource(Protocol):
@@ -69,11 +73,20 @@ class ReaderStats:
 
 
 class RecordedReader:
+    """Reads windows of recorded values; what the server lacks is learned in ``caps`` (the client's, when the
+    source has them): streamsets refused means one ``recorded`` call per point, and a server that returns
+    fewer values than ``maxCount`` asked for without saying so is caught by reading on after the longest page
+    seen so far, once per new longest page."""
+
     def __init__(self, source: RecordedSource, *, max_items: int = 150_000, max_count_cap: int = 150_000) -> None:
         self.source = source
         self.max_items = max_items
         self.max_count_cap = max_count_cap
         self.stats = ReaderStats()
+        caps = getattr(source, "caps", None)
+        self.caps: Capabilities = caps if isinstance(caps, Capabilities) else Capabilities()
+        http = getattr(source, "http", None)
+        self._gate = asyncio.Semaphore(max(1, int(getattr(http, "max_connections", 8))))
 
     async def read(
         self, points: Sequence[PointRef], start_ticks: int, end_ticks: int, *, final: bool = True,
@@ -83,7 +96,10 @@ class RecordedReader:
         builder = decode.ColumnBuilder(source=source)
         window = (from_ticks(start_ticks), from_ticks(end_ticks))
         start, end = format_ticks(start_ticks), format_ticks(end_ticks)
-        follow_ups = await self._streamset(builder, list(points), start, end, window)
+        if self.caps.streamsets is False:
+            follow_ups = await self._per_stream(builder, list(points), start, end, window)
+        else:
+            follow_ups = await self._streamset(builder, list(points), start, end, window)
         while follow_ups:
             self.stats.continuations += len(follow_ups)
             results = await asyncio.gather(*(self._stream(builder, c, end, window) for c in follow_ups))
@@ -100,7 +116,14 @@ class RecordedReader:
             page = await self.source.streamset_recorded_page(
                 [p.webid for p in points], start, end, mc, STREAMSET_FIELDS
             )
-        except (TooManyItemsError, NotFoundError) as exc:
+        except PiApiError as exc:
+            if self.caps.streamsets is None and await self._streamsets_refused(exc, points[0], start, end):
+                self.caps.fallback("streamsets", f"the server refuses streamsets (HTTP {exc.status}): reading "
+                                                 "recorded values with one call per point")
+            if self.caps.streamsets is False:  # learned here or by a call that ran alongside this one
+                return await self._per_stream(builder, points, start, end, window)
+            if not isinstance(exc, TooManyItemsError | NotFoundError):
+                raise exc.located(point=_names(points), window=window) from None
             self.stats.splits += 1
             if len(points) > 1:  # split: fewer points per call, or find the one the server does not know
                 half = len(points) // 2
@@ -115,9 +138,13 @@ class RecordedReader:
             raise exc.located(point=points[0].name, window=window) from None
         except PiflowError as exc:
             raise exc.located(point=_names(points), window=window) from None
+        self.caps.worked("streamsets")
         by_webid = {p.webid: p for p in points}
         cursors: list[_Cursor] = []
         seen: set[str] = set()
+        longest = max(page.Items, key=lambda e: len(e.Items), default=None)
+        if longest is not None and longest.WebId in by_webid:
+            await self._check_cap(by_webid[longest.WebId], longest.Items, mc, end, window)
         for entry in page.Items:
             p = by_webid.get(entry.WebId or "")
             if p is None:
@@ -157,7 +184,60 @@ class RecordedReader:
         except PiflowError as exc:
             raise exc.located(point=cur.point.name, window=window) from None
         self.stats.pages += 1
+        await self._check_cap(cur.point, page.Items, cur.max_count, end, window)
         return self._take(builder, cur, page.Items, page.UnitsAbbreviation, window)
+
+    async def _per_stream(self, builder: decode.ColumnBuilder, points: Sequence[PointRef], start: str, end: str,
+                          window: tuple[datetime, datetime]) -> list[_Cursor]:
+        """The first page of every point with its own ``recorded`` call (no streamsets); full pages' cursors."""
+        mc = min(self.max_count_cap, max_count_for(1, self.max_items))
+
+        async def one(p: PointRef) -> _Cursor | None:
+            async with self._gate:
+                return await self._stream(builder, _Cursor(p, start, 0, mc), end, window)
+
+        return [c for c in await asyncio.gather(*(one(p) for p in points)) if c is not None]
+
+    async def _streamsets_refused(self, exc: PiApiError, point: PointRef, start: str, end: str) -> bool:
+        """Whether a failed streamset call means the server has no streamsets, not that a point is unknown: a
+        405 or 501 says so outright; after a 404 or 403 the first point is read both ways, once."""
+        if exc.status in (405, 501):
+            return True
+        if exc.status not in (403, 404):
+            return False
+        try:
+            await self.source.recorded_page(point.webid, start, end, 1, STREAM_FIELDS)
+        except PiApiError:
+            return False  # the point itself is refused: the streamset call may be fine
+        try:
+            await self.source.streamset_recorded_page([point.webid], start, end, 1, STREAMSET_FIELDS)
+        except PiApiError as again:
+            return again.status == exc.status
+        self.caps.worked("streamsets")
+        return False
+
+    async def _check_cap(self, point: PointRef, items: list[decode.PiValue], asked: int, end: str,
+                         window: tuple[datetime, datetime]) -> None:
+        """Learn whether the server cut this page short of ``asked`` without saying so: read on from its last
+        timestamp; more values there mean the page's length is the server's cap. Done only for a page longer
+        than any shown complete before, so a run pays it a few times, not per page."""
+        n = len(items)
+        caps = self.caps
+        if caps.max_count_cap is not None or n >= asked or n <= max(caps.proven_page, CAP_CHECK_MIN - 1):
+            return
+        last = items[-1].Timestamp or ""
+        at_last = sum(1 for v in items if v.Timestamp == last)
+        try:
+            page = await self.source.recorded_page(point.webid, last, end, at_last + 1, STREAM_FIELDS)
+        except PiflowError as exc:
+            raise exc.located(point=point.name, window=window) from None
+        self.stats.pages += 1
+        if len(page.Items) > at_last:
+            caps.max_count_cap = n
+            caps.note(f"the server returns at most {n} values per stream and page although more are asked for: "
+                      "reading on after every page of that length")
+        else:
+            caps.proven_page = max(caps.proven_page, n)
 
     def _missing(self, point: PointRef, exc: NotFoundError, window: tuple[datetime, datetime]) -> None:
         exc.located(point=point.name, window=window)
@@ -169,7 +249,8 @@ class RecordedReader:
         window: tuple[datetime, datetime],
     ) -> _Cursor | None:
         """Keep the new events of one page; return the cursor to continue from if the page was full."""
-        full = len(items) >= cur.max_count
+        cap = self.caps.max_count_cap
+        full = len(items) >= cur.max_count or (cap is not None and len(items) >= cap)
         skip = 0
         if cur.seen_at_start:
             start_ticks = parse_iso_ticks(cur.start)

@@ -80,6 +80,7 @@ class StreamSources:
                 if i == len(modes) - 1:
                     raise ChannelUnavailableError(f"no streaming mode is available: {exc}") from exc
                 self.job.note(f"stream: {mode} unavailable ({exc}); falling back to {modes[i + 1]}")
+                self.job.client.caps.note(f"stream: {mode} unavailable; falling back to {modes[i + 1]}")
 
     def _live(self, refs: Sequence[PointRef]) -> list[PointRef]:
         return [r for r in refs if r.webid not in self.job.missing]
