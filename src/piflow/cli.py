@@ -2,8 +2,16 @@
 
 The CLI is a thin shell: it loads settings, configures logging and the progress display (the library never
 does either), calls one job function and prints its result. Job modules are imported inside each command so
-the CLI starts fast and still works while a job is missing. A :class:`~piflow.errors.PiflowError` ends a
-command with exit code 1 and one red line on stderr (the traceback only with ``--debug``).
+the CLI starts fast and still works while a job is missing.
+
+Bad input never shows a traceback. Every option is checked before anything runs: an empty value for any
+option of any command (:class:`CheckedGroup`), each value by its option's callback or by the settings, and
+the target folder by :func:`check_writable_target` before a command writes to it. A
+:class:`~piflow.errors.PiflowError` ends a command with one red line on stderr; any other exception (a bug)
+also ends it with one line, naming its type and pointing at ``--debug``, which shows the traceback.
+
+Exit codes: 0 done; 1 an error, or a run that failed; 2 a usage error or a command that is not available;
+3 a run that finished ``partial`` (some points could not be read); 130/143 stopped by SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,9 +22,11 @@ import dataclasses
 import importlib
 import json
 import logging
+import re
 import signal
 import sys
 import traceback
+import typing
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -27,10 +37,55 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 if TYPE_CHECKING:
     from piflow.config import PiflowSettings
     from piflow.progress import Progress
+
+
+class CheckedGroup(TyperGroup):
+    """A command group whose commands refuse an empty option value (``--target ""``, often an unset shell
+    variable) before they parse anything; every option of every command, including ones added later."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and not isinstance(command, TyperGroup):
+            refuse_empty_values(command, rest)
+        return name, command, rest
+
+
+def refuse_empty_values(command: Any, args: list[str]) -> None:
+    """A usage error naming the first option of ``command`` given an empty value in ``args``."""
+    takes_value: dict[str, Any] = {}
+    for param in command.params:
+        if param.param_type_name == "option" and not getattr(param, "is_flag", False):
+            takes_value.update(dict.fromkeys([*param.opts, *param.secondary_opts], param))
+    i = 0
+    while i < len(args) and args[i] != "--":
+        name, eq, inline = args[i].partition("=")
+        param = takes_value.get(name)
+        if param is not None and (eq or i + 1 < len(args)):
+            value = inline if eq else args[i + 1]
+            i += 0 if eq else 1
+            if not value.strip():
+                raise typer.BadParameter(f"must not be empty{option_example(param)}", param_hint=f"'{name}'")
+        i += 1
+
+
+def option_example(param: Any) -> str:
+    """`` (e.g. ...)``: from the option's help text, else its choices or its default."""
+    found = re.search(r"e\.g\.,?\s*(.+?)\s*(?:[;()]|, |\.\s|\.?$)", str(getattr(param, "help", "") or ""))
+    if found:
+        return f" (e.g. {found.group(1)})"
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    choices = [c for a in (annotation, *typing.get_args(annotation)) if typing.get_origin(a) is Literal
+               for c in typing.get_args(a)]
+    if choices:
+        return f" (one of {', '.join(map(str, choices))})"
+    default = getattr(param, "default", None)
+    return "" if default is None or isinstance(default, bool) or default == "" else f" (e.g. {default})"
+
 
 app = typer.Typer(
     name="piflow",
@@ -39,10 +94,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    cls=CheckedGroup,
 )
 
 EXIT_ERROR = 1
 EXIT_UNAVAILABLE = 2
+EXIT_PARTIAL = 3  # the run finished, but some points could not be read (deleted on the server, say)
 PIPED_WIDTH = 240
 RESULT_FIELDS = ("run_id", "job", "status", "points", "values_written", "requests", "retries", "errors",
                  "duration_s", "message")
@@ -52,9 +109,10 @@ ProgressMode = Literal["auto", "always", "never"]
 EmulatorAuth = Literal["anonymous", "basic", "bearer", "oidc", "kerberos"]
 
 ConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", "-c", help="TOML settings file (default: ./piflow.toml if it exists).")]
+    "--config", "-c", help="TOML settings file, e.g. piflow.toml (default: ./piflow.toml if it exists).")]
 UrlOpt = Annotated[str | None, typer.Option(help="PI Web API base, e.g. https://pi.example.com/piwebapi.")]
-TargetOpt = Annotated[str | None, typer.Option(help="Folder or object-store URI holding the Delta tables.")]
+TargetOpt = Annotated[str | None, typer.Option(
+    help="Folder or object-store URI holding the Delta tables, e.g. ./lake or s3://bucket/pi.")]
 PointsOpt = Annotated[str | None, typer.Option(help="PI point name filter, e.g. 'PLANT1*'.")]
 StartOpt = Annotated[str | None, typer.Option(help="Start time (PI time string, e.g. '*-1d', ISO-8601).")]
 EndOpt = Annotated[str | None, typer.Option(help="End time (PI time string, e.g. '*').")]
@@ -81,7 +139,9 @@ def _stdout() -> Console:
 
 @contextmanager
 def _errors_handled(debug: bool) -> Iterator[None]:
-    """PiflowError -> one red line on stderr and exit 1; everything else keeps its traceback."""
+    """Any error -> one red line on stderr and exit 1 (the traceback too with ``--debug``): a PiflowError in its
+    own words, anything else (a bug, a Rust panic in delta-rs) as its type and message with a pointer to
+    ``--debug``. Signals end the command with 128 + the signal number."""
     from piflow.errors import PiflowError
     from piflow.logs import redact
 
@@ -104,6 +164,25 @@ def _errors_handled(debug: bool) -> Iterator[None]:
     except KeyboardInterrupt:
         _stderr().print(Text("interrupted", style="red"))
         raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort, typer.TyperException):
+        raise  # typer's own: an exit code, or a usage error it prints itself
+    except Exception as exc:
+        _unexpected(exc, debug)
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":  # pyo3's, for a panic inside delta-rs
+            raise
+        _unexpected(exc, debug)
+
+
+def _unexpected(exc: BaseException, debug: bool) -> NoReturn:
+    """One line for an exception piflow did not expect, and exit 1."""
+    from piflow.logs import exception_line
+
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    hint = "the traceback is above" if debug else "rerun with --debug to see the traceback"
+    _stderr().print(Text(f"error: unexpected {exception_line(exc)} ({hint})", style="bold red"), soft_wrap=True)
+    raise typer.Exit(EXIT_ERROR) from None
 
 
 class Interrupted(Exception):
@@ -178,13 +257,17 @@ def _job_function(command: str, module: str, name: str) -> Callable[..., Any]:
     return fn
 
 
-def _setup(config: Path | None, overrides: dict[str, object]) -> PiflowSettings:
-    """Settings plus logging, in that order (the log format is itself a setting)."""
+def _setup(config: Path | None, overrides: dict[str, object], debug: bool = False) -> PiflowSettings:
+    """Settings plus logging, in that order (the log format is itself a setting); the secrets' values are
+    registered for redaction, so that none of them can reach a log line or an error message."""
     from piflow.config import load_settings
-    from piflow.logs import configure_logging
+    from piflow.logs import configure_logging, register_secrets
 
     settings = load_settings(config, overrides)
-    configure_logging(settings.log_level, settings.log_json)
+    register_secrets(*(s.get_secret_value() if s is not None else None
+                       for s in (settings.password, settings.token, settings.oidc_client_secret)),
+                     username=settings.username)
+    configure_logging(settings.log_level, settings.log_json, tracebacks=debug)
     if not settings.verify_tls:
         logging.getLogger("piflow").warning(
             "TLS certificate verification is OFF (verify_tls = false): use ca_bundle for an internal CA")
@@ -193,9 +276,10 @@ def _setup(config: Path | None, overrides: dict[str, object]) -> PiflowSettings:
 
 def _common(url: str | None = None, target: str | None = None, points: str | None = None,
             start: str | None = None, end: str | None = None, auth: str | None = None,
-            progress: str | None = None) -> dict[str, object]:
+            progress: str | None = None, **more: object) -> dict[str, object]:
+    """Flag values as settings overrides (None: the flag was not given)."""
     return {"url": url, "target": target, "points": points, "start": start, "end": end, "auth": auth,
-            "progress": progress}
+            "progress": progress, **more}
 
 
 def _progress_for(settings: PiflowSettings) -> Progress:
@@ -204,22 +288,62 @@ def _progress_for(settings: PiflowSettings) -> Progress:
     return make_progress(settings.progress)
 
 
+def check_writable_target(target: str, *, create: bool = True) -> None:
+    """A ConfigError naming ``target`` when a local target folder cannot be written (read-only, no permission,
+    a path where no folder can be made, such as under /proc), before a job reads PI for nothing and delta-rs
+    fails half-way (with panics of its worker threads on stderr). The folder is created, as the job would; a
+    probe file is made in it and removed. Object stores are left to the sink, which translates their errors."""
+    import os
+    import tempfile
+    from urllib.parse import unquote, urlsplit
+
+    from piflow.errors import ConfigError
+
+    if "://" in target and not target.lower().startswith("file://"):
+        return
+    folder = Path(unquote(urlsplit(target).path) if "://" in target else target).expanduser()
+    why = "choose a folder this user can write to, e.g. ./lake, or fix its permissions"
+    try:
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        elif not folder.is_dir():
+            return
+        fd, probe = tempfile.mkstemp(prefix=".piflow-write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+        tables = sorted(p for p in folder.iterdir() if (p / "_delta_log").is_dir())
+    except OSError as exc:
+        raise ConfigError("target", f"cannot write to {target} ({exc.strerror or exc}); {why}") from None
+    for table in tables:
+        if not (os.access(table, os.W_OK) and os.access(table / "_delta_log", os.W_OK)):
+            raise ConfigError("target", f"the table {table.name} in {target} is read-only; {why}")
+
+
+def exit_for(result: object) -> None:
+    """Exit 1 for a run that ended ``failed``, 3 for ``partial`` (some points could not be read: a script
+    must notice), nothing for ``ok``. A job that fails raises instead, after recording its run as failed."""
+    status = str(getattr(result, "status", "")).lower()
+    if status == "failed":
+        raise typer.Exit(EXIT_ERROR)
+    if status == "partial":
+        raise typer.Exit(EXIT_PARTIAL)
+
+
 def _run_async_job(command: str, module: str, function: str, config: Path | None, overrides: dict[str, object],
                    debug: bool, **job_kwargs: Any) -> None:
     """The shape of every data command: settings, job(settings, progress, ...), result table, exit code."""
     with _errors_handled(debug):
-        settings = _setup(config, overrides)
+        settings = _setup(config, overrides, debug)
         settings.require_url()
         job = _job_function(command, module, function)
+        check_writable_target(settings.target)
         progress = _progress_for(settings)
         try:
             result = run_until_signalled(job(settings, progress, **job_kwargs))
         finally:
             progress.close()
         _print_result(result)
-        # "partial": some points could not be read (e.g. deleted on the server); a script must notice.
-        if str(getattr(result, "status", "")).lower() in ("failed", "error", "partial"):
-            raise typer.Exit(EXIT_ERROR)
+        exit_for(result)
 
 
 def result_rows(result: object) -> list[tuple[str, str]]:
@@ -289,6 +413,101 @@ def records_table(title: str, rows: list[dict[str, object]]) -> Table:
     return table
 
 
+# --- option checks (click callbacks: a bad value is a usage error naming the option) ------------------------
+
+
+def _interval(value: str | None, *, positive: bool) -> str | None:
+    from piflow.pitime import interval_text, parse_interval
+
+    if value is None:
+        return None
+    try:
+        seconds = parse_interval(value).total_seconds()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if positive and seconds <= 0:
+        raise typer.BadParameter(f"must be longer than zero, got {value!r} (e.g. 5s)")
+    return interval_text(value)  # "2" -> "2s": the jobs pass some intervals to PI, which wants a unit
+
+
+def positive_interval(value: str | None) -> str | None:
+    """An interval such as ``5s`` or ``2`` (seconds), longer than zero."""
+    return _interval(value, positive=True)
+
+
+def interval(value: str | None) -> str | None:
+    """An interval such as ``1h`` or ``3600`` (seconds), zero allowed."""
+    return _interval(value, positive=False)
+
+
+def folder_path(value: Path | None) -> Path | None:
+    """A folder to write into: neither a file nor a path through one."""
+    from piflow.config import file_in_the_way
+
+    if value is None:
+        return None
+    blocker = file_in_the_way(value.expanduser())
+    if blocker is not None:
+        where = "is a file" if blocker == value.expanduser() else f"goes through {blocker}, which is a file"
+        raise typer.BadParameter(f"{value} {where}, not a folder (e.g. piflow_bundle)")
+    return value
+
+
+def sql_name(value: str | None) -> str | None:
+    """A Unity Catalog catalog or schema name: one name, not a dotted path."""
+    if value is not None and ("." in value or value != value.strip()):
+        raise typer.BadParameter(f"{value!r} is not a single name (e.g. main, pi)")
+    return value
+
+
+def view_table(value: str | None) -> str | None:
+    """A view's table name: plain, and not one of piflow's own tables (the job's own rule)."""
+    from piflow.errors import ConfigError
+    from piflow.jobs.views import checked_table_name
+
+    if value is None:
+        return None
+    try:
+        return checked_table_name(value)
+    except ConfigError as exc:
+        raise typer.BadParameter(exc.message.removeprefix("setting 'table': ")) from None
+
+
+def http_url(value: str | None) -> str | None:
+    """An http(s) URL with a host and no credentials in it (a workspace URL)."""
+    from piflow.config import split_http_url, without_userinfo
+    from piflow.errors import ConfigError
+
+    if value is None:
+        return None
+    if without_userinfo(value) != value:
+        raise typer.BadParameter(f"must not carry a user name or password ({without_userinfo(value)!r}): the "
+                                 "workspace login comes from DATABRICKS_TOKEN or a --profile")
+    try:
+        split_http_url("workspace", value)
+    except ConfigError as exc:
+        raise typer.BadParameter(exc.message.removeprefix("setting 'workspace': ")) from None
+    return value
+
+
+def storage_uri(value: str | None) -> str | None:
+    """An object-store URI (``s3://``, ``abfss://``, ``gs://``) for external tables."""
+    if value is not None and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://\S+$", value.strip()):
+        raise typer.BadParameter(f"{value!r} is not a storage URI (e.g. s3://bucket/pi)")
+    return value
+
+
+def uc_tables(value: str) -> str:
+    """Comma-separated names of piflow tables that Unity Catalog registration knows."""
+    from piflow.spark.unity import TABLES as known
+
+    names = [t.strip() for t in value.split(",") if t.strip()]
+    unknown = [t for t in names if t not in known]
+    if unknown or not names:
+        raise typer.BadParameter(f"unknown table {(unknown or [value])[0]!r}; give some of {','.join(known)}")
+    return value
+
+
 # --- commands ---------------------------------------------------------------------------------------------
 
 
@@ -328,6 +547,9 @@ def emulator(
     drop_rate: Annotated[float | None, typer.Option(help="Share of responses dropped mid-body.")] = None,
     slow_body_ms: Annotated[float | None, typer.Option(help="Delay between body chunks (ms).")] = None,
     channel_close_every_s: Annotated[float | None, typer.Option(help="Close channels after N s.")] = None,
+    profile: Annotated[str | None, typer.Option(
+        help="Named server profile: how far it departs from a complete PI Web API (e.g. minimal, old, "
+             "no-batch, links-paging; docs/emulator.md lists them).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="TOML file whose [emulator] table sets defaults for these flags.")] = None,
@@ -343,19 +565,22 @@ def emulator(
             "max_returned_items": max_returned_items, "auth": auth, "latency_ms": latency_ms,
             "latency_jitter_ms": latency_jitter_ms, "error_rate": error_rate,
             "rate_limit_rps": rate_limit_rps, "drop_rate": drop_rate, "slow_body_ms": slow_body_ms,
-            "channel_close_every_s": channel_close_every_s,
+            "channel_close_every_s": channel_close_every_s, "profile": profile,
         }
-        settings = load_emulator_settings(config, flags)
+        settings = load_emulator_settings(config, flags)  # an unknown profile: one line naming the valid ones
         try:
-            serve = importlib.import_module("piflow.emulator.server").serve
+            server = importlib.import_module("piflow.emulator.server")
         except ModuleNotFoundError as exc:
             if exc.name != "piflow.emulator.server":
                 raise
             _unavailable("emulator", "the emulator server is not part of this build")
+        warning = server.exposure_warning(host)
+        if warning:
+            typer.echo(warning, err=True)
 
         typer.echo(f"http://{host}:{port}/piwebapi")
         sys.stdout.flush()
-        serve(settings, host, port, log_level=log_level)
+        server.serve(settings, host, port, log_level=log_level)
 
 
 def _parse_now(text: str | None) -> datetime | None:
@@ -376,8 +601,9 @@ def demo(
 ) -> None:
     """Start an emulator, load its data into Delta tables under TARGET, and summarise them."""
     with _errors_handled(debug):
-        settings = _setup(config, _common(target=target, progress=progress))
+        settings = _setup(config, _common(target=target, progress=progress), debug)
         run_demo = _job_function("demo", "demo", "run_demo")
+        check_writable_target(settings.target)
         mode = settings.progress
 
         def progress_factory(*_: object) -> Progress:
@@ -395,12 +621,11 @@ def demo(
 @app.command()
 def discover(
     config: ConfigOpt = None, url: UrlOpt = None, target: TargetOpt = None, points: PointsOpt = None,
-    start: StartOpt = None, end: EndOpt = None, auth: AuthOpt = None, progress: ProgressOpt = None,
-    debug: DebugOpt = False,
+    auth: AuthOpt = None, progress: ProgressOpt = None, debug: DebugOpt = False,
 ) -> None:
     """Read the point catalog into pi_points (new, changed and deleted points)."""
     _run_async_job("discover", "discover", "run_discover", config,
-                   _common(url, target, points, start, end, auth, progress), debug)
+                   _common(url, target, points, None, None, auth, progress), debug)
 
 
 @app.command()
@@ -417,30 +642,36 @@ def backfill(
 @app.command()
 def sync(
     config: ConfigOpt = None, url: UrlOpt = None, target: TargetOpt = None, points: PointsOpt = None,
-    start: StartOpt = None, end: EndOpt = None, auth: AuthOpt = None, progress: ProgressOpt = None,
-    debug: DebugOpt = False,
+    start: Annotated[str | None, typer.Option(
+        help="Where points without a watermark start (PI time string, e.g. '*-1d').")] = None,
+    auth: AuthOpt = None, progress: ProgressOpt = None, debug: DebugOpt = False,
 ) -> None:
-    """Load what is new since each point's watermark into pi_values (exactly once)."""
+    """Load what is new since each point's watermark, up to the server's now minus safety_lag, into pi_values
+    (exactly once)."""
     _run_async_job("sync", "sync", "run_sync", config,
-                   _common(url, target, points, start, end, auth, progress), debug)
+                   _common(url, target, points, start, None, auth, progress), debug)
 
 
 @app.command()
 def stream(
     config: ConfigOpt = None, url: UrlOpt = None, target: TargetOpt = None, points: PointsOpt = None,
-    start: StartOpt = None, end: EndOpt = None, auth: AuthOpt = None, progress: ProgressOpt = None,
-    commit_interval: Annotated[str | None, typer.Option(help="How often values are committed, e.g. 5s.")] = None,
+    start: Annotated[str | None, typer.Option(
+        help="Where points without a watermark start (PI time string, e.g. '*-10m').")] = None,
+    auth: AuthOpt = None, progress: ProgressOpt = None,
+    commit_interval: Annotated[str | None, typer.Option(
+        help="How often values are committed, e.g. 5s (a bare number is seconds).",
+        callback=positive_interval)] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Stream new values through PI channels into pi_values until Ctrl-C or SIGTERM (then a final commit)."""
     with _errors_handled(debug):
-        settings = _setup(config, _common(url, target, points, start, end, auth, progress))
+        settings = _setup(config, _common(url, target, points, start, None, auth, progress,
+                                          commit_interval=commit_interval), debug)
         settings.require_url()
         from piflow.jobs.stream import StreamOptions, run_stream
-        from piflow.pitime import parse_interval
 
-        options = StreamOptions.from_settings(settings, commit_interval_s=(
-            parse_interval(commit_interval).total_seconds() if commit_interval else None))
+        options = StreamOptions.from_settings(settings)
+        check_writable_target(settings.target)
         bar = _progress_for(settings)
 
         async def until_signalled() -> Any:
@@ -457,11 +688,11 @@ def stream(
         finally:
             bar.close()
         _print_result(result)
-        if str(result.status).lower() in ("failed", "error", "partial"):
-            raise typer.Exit(EXIT_ERROR)
+        exit_for(result)
 
 
-DatabaseOpt = Annotated[str | None, typer.Option(help="AF database name or \\\\SERVER\\Database (default: all).")]
+DatabaseOpt = Annotated[str | None, typer.Option(
+    help="AF database name or \\\\SERVER\\Database, e.g. Plant (default: all).")]
 
 
 @app.command()
@@ -479,11 +710,14 @@ def events(
     config: ConfigOpt = None, url: UrlOpt = None, target: TargetOpt = None,
     start: StartOpt = None, end: EndOpt = None, auth: AuthOpt = None, progress: ProgressOpt = None,
     database: DatabaseOpt = None,
-    template: Annotated[str | None, typer.Option(help="Event frame template name.")] = None,
-    category: Annotated[str | None, typer.Option(help="Event frame category.")] = None,
-    name: Annotated[str | None, typer.Option(help="Event frame name filter.")] = None,
-    referenced_element: Annotated[str | None, typer.Option(help="Referenced element name filter.")] = None,
-    overlap: Annotated[str, typer.Option(help="How far each run re-reads before the last one's end.")] = "1h",
+    template: Annotated[str | None, typer.Option(help="Event frame template name, e.g. Downtime.")] = None,
+    category: Annotated[str | None, typer.Option(help="Event frame category, e.g. Alarms.")] = None,
+    name: Annotated[str | None, typer.Option(help="Event frame name filter, e.g. 'Batch*'.")] = None,
+    referenced_element: Annotated[str | None, typer.Option(
+        help="Referenced element name filter, e.g. 'PMP*'.")] = None,
+    overlap: Annotated[str, typer.Option(
+        help="How far each run re-reads before the last one's end, e.g. 1h (a bare number is seconds).",
+        callback=interval)] = "1h",
     no_attributes: Annotated[bool, typer.Option("--no-attributes", help="Skip frame attribute values.")] = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -495,12 +729,14 @@ def events(
 
 @app.command()
 def view(
-    template: Annotated[str, typer.Option(help="Element template whose elements become rows.")],
+    template: Annotated[str, typer.Option(help="Element template whose elements become rows, e.g. Pump.")],
     config: ConfigOpt = None, url: UrlOpt = None, target: TargetOpt = None,
     start: StartOpt = None, end: EndOpt = None, auth: AuthOpt = None, progress: ProgressOpt = None,
-    interval: Annotated[str, typer.Option(help="Interpolation interval, e.g. 1m, 1h.")] = "1h",
+    interval: Annotated[str, typer.Option(
+        help="Interpolation interval, e.g. 1m, 1h (a bare number is seconds).", callback=positive_interval)] = "1h",
     database: DatabaseOpt = None,
-    table: Annotated[str | None, typer.Option(help="Table name (default pi_view_<template>).")] = None,
+    table: Annotated[str | None, typer.Option(
+        help="Table name, e.g. pi_view_pump (default pi_view_<template>).", callback=view_table)] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Write an asset view: one row per element and interval, one column per attribute of a template."""
@@ -510,16 +746,16 @@ def view(
 
 @app.command()
 def status(
-    config: ConfigOpt = None, url: UrlOpt = None, target: TargetOpt = None, points: PointsOpt = None,
-    debug: DebugOpt = False,
+    config: ConfigOpt = None, target: TargetOpt = None, points: PointsOpt = None, debug: DebugOpt = False,
 ) -> None:
-    """Show each point's watermark and how far it lags behind now."""
+    """Show the watermark of each point (of those --points selects) and how far it lags behind now."""
     with _errors_handled(debug):
-        settings = _setup(config, _common(url=url, target=target, points=points))
+        settings = _setup(config, _common(target=target, points=points), debug)
         status_rows = _job_function("status", "status", "status_rows")
         rows: list[dict[str, object]] = status_rows(settings)
         if not rows:
-            msg = f"no watermarks in {settings.target} yet (run backfill or sync first)"
+            which = "" if settings.points == "*" else f" matching {settings.points!r}"
+            msg = f"no watermarks{which} in {settings.target} yet (run backfill or sync first)"
             _stdout().print(msg, soft_wrap=True)
             return
         _stdout().print(status_table(rows))
@@ -544,8 +780,9 @@ def _fmt_lag(value: object) -> str:
 def optimize(config: ConfigOpt = None, target: TargetOpt = None, debug: DebugOpt = False) -> None:
     """Compact the Delta tables under TARGET and vacuum old files."""
     with _errors_handled(debug):
-        settings = _setup(config, _common(target=target))
+        settings = _setup(config, _common(target=target), debug)
         run_optimize = _job_function("optimize", "optimize", "run_optimize")
+        check_writable_target(settings.target, create=False)
         summary: dict[str, object] = run_optimize(settings)
         out = _stdout()
         if not summary:
@@ -579,6 +816,31 @@ def _total_size(files: object) -> object:
     return files.get("totalSize") if isinstance(files, dict) else None
 
 
+@app.command()
+def doctor(
+    config: ConfigOpt = None, url: UrlOpt = None, points: PointsOpt = None, auth: AuthOpt = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Check the connection to PI step by step: settings, network, TLS, login, version, features, clock, data.
+    Exit code 1 when a step failed (warnings allowed)."""
+    with _errors_handled(debug):
+        from piflow.doctor import report_json, report_lines, report_table, run_doctor, summary_line
+
+        report = asyncio.run(run_doctor(lambda: _setup(config, _common(url=url, points=points, auth=auth))))
+        out = _stdout()
+        if json_output:
+            typer.echo(json.dumps(report_json(report), indent=2))
+        elif out.is_terminal:
+            out.print(report_table(report))
+            out.print(Text(summary_line(report)))
+        else:
+            for line in report_lines(report):
+                out.print(Text(line), soft_wrap=True)
+        if report.failed:
+            raise typer.Exit(EXIT_ERROR)
+
+
 # --- Databricks: bundle and Unity Catalog (piflow.spark; databricks-sdk only for `uc register`) -------------
 
 BundleMode = Literal["batch", "continuous"]
@@ -587,15 +849,18 @@ BundleMode = Literal["batch", "continuous"]
 @app.command()
 def bundle(
     shards: Annotated[int, typer.Option("--shards", min=1, help="Number of jobs the points are spread over.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write the bundle into.")] = Path(
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="Folder to write the bundle into, e.g. piflow_bundle.", callback=folder_path)] = Path(
         "piflow_bundle"),
     mode: Annotated[BundleMode, typer.Option(help="batch: scheduled AvailableNow runs; continuous: always on.")] = (
         "batch"),
-    catalog: Annotated[str, typer.Option(help="Unity Catalog catalog of the tables.")] = "main",
-    schema: Annotated[str, typer.Option(help="Schema of the tables.")] = "pi",
+    catalog: Annotated[str, typer.Option(
+        help="Unity Catalog catalog of the tables, e.g. main.", callback=sql_name)] = "main",
+    schema: Annotated[str, typer.Option(help="Schema of the tables, e.g. pi.", callback=sql_name)] = "pi",
     spark_version: Annotated[str | None, typer.Option(
-        help="Databricks Runtime of the job clusters (Apache Spark 4.2 or later).")] = None,
-    secret_scope: Annotated[str, typer.Option(help="Secret scope holding the PI credentials.")] = "piflow",  # noqa: S107
+        help="Databricks Runtime of the job clusters (Apache Spark 4.2 or later), e.g. 17.3.x-scala2.13.")] = None,
+    secret_scope: Annotated[str, typer.Option(
+        help="Secret scope holding the PI credentials, e.g. piflow.")] = "piflow",  # noqa: S107
     force: Annotated[bool, typer.Option("--force", help="Overwrite generated files.")] = False,
     config: ConfigOpt = None, url: UrlOpt = None, points: PointsOpt = None, start: StartOpt = None,
     auth: AuthOpt = None, debug: DebugOpt = False,
@@ -603,7 +868,7 @@ def bundle(
     """Generate a Databricks Asset Bundle: SHARDS jobs each streaming a disjoint shard of the points into
     pi_values, plus one job for points, AF and event frames."""
     with _errors_handled(debug):
-        settings = _setup(config, _common(url, None, points, start, None, auth, None))
+        settings = _setup(config, _common(url, None, points, start, None, auth, None), debug)
         from piflow.spark.bundle import config_from_settings, write_bundle
 
         cfg = config_from_settings(settings, shards=shards, mode=mode, catalog=catalog, schema=schema,
@@ -612,29 +877,37 @@ def bundle(
             _stdout().print(str(path), soft_wrap=True)
 
 
-uc_app = typer.Typer(name="uc", help="Unity Catalog.", no_args_is_help=True)
+uc_app = typer.Typer(name="uc", help="Unity Catalog.", no_args_is_help=True, cls=CheckedGroup)
 app.add_typer(uc_app)
 
 
 @uc_app.command("register")
 def uc_register(
-    catalog: Annotated[str, typer.Option(help="Catalog to register the tables in.")],
-    schema: Annotated[str, typer.Option(help="Schema (created if missing, unless --no-create-schema).")],
-    warehouse_id: Annotated[str, typer.Option(help="SQL warehouse that runs the DDL.")],
+    catalog: Annotated[str, typer.Option(
+        help="Catalog to register the tables in, e.g. main.", callback=sql_name)],
+    schema: Annotated[str, typer.Option(
+        help="Schema, e.g. pi (created if missing, unless --no-create-schema).", callback=sql_name)],
+    warehouse_id: Annotated[str, typer.Option(help="SQL warehouse that runs the DDL, e.g. 1234567890abcdef.")],
     location: Annotated[str | None, typer.Option(
-        help="Root of external tables (<location>/<table>); omit for managed tables.")] = None,
+        help="Root of external tables (<location>/<table>), e.g. s3://bucket/pi; omit for managed tables.",
+        callback=storage_uri)] = None,
     create_schema: Annotated[bool, typer.Option("--create-schema/--no-create-schema")] = True,
-    tables: Annotated[str, typer.Option(help="Comma-separated tables.")] = (
+    tables: Annotated[str, typer.Option(help="Comma-separated tables, e.g. pi_values,pi_points.",
+                                        callback=uc_tables)] = (
         "pi_values,pi_points,pi_af_elements,pi_af_attributes,pi_event_frames"),
-    host: Annotated[str | None, typer.Option(help="Workspace URL (default: DATABRICKS_HOST / profile).")] = None,
-    profile: Annotated[str | None, typer.Option(help="Databricks config profile.")] = None,
+    host: Annotated[str | None, typer.Option(
+        help="Workspace URL, e.g. https://adb-1234.5.azuredatabricks.net (default: DATABRICKS_HOST / profile).",
+        callback=http_url)] = None,
+    profile: Annotated[str | None, typer.Option(help="Databricks config profile, e.g. DEFAULT.")] = None,
     config: ConfigOpt = None, url: UrlOpt = None, points: PointsOpt = None, debug: DebugOpt = False,
 ) -> None:
     """Register piflow's tables in Unity Catalog with comments from the contract and source tags."""
     with _errors_handled(debug):
-        settings = _setup(config, _common(url, None, points, None, None, None, None))
+        settings = _setup(config, _common(url, None, points, None, None, None, None), debug)
+        from piflow.spark.unity import register_from_settings
+
         try:
-            from piflow.spark.unity import register_from_settings
+            importlib.import_module("databricks.sdk")
         except ModuleNotFoundError as exc:
             _unavailable("uc register", f"needs the databricks extra (pip install 'piflow[databricks]'): {exc}")
         result = register_from_settings(

@@ -3,24 +3,27 @@
 Every problem becomes exactly one :class:`~piflow.errors.ConfigError` naming the setting, so that a user sees
 one clear line instead of a pydantic report. Secrets (password, token, OIDC client secret) are accepted only
 from the environment or from a file named by the matching ``*_file`` setting, never from the TOML itself:
-config files get committed, copied and pasted into tickets.
+config files get committed, copied and pasted into tickets. For the same reason a URL carrying credentials
+(``https://user:password@host``) is refused wherever it comes from, and a TOML table other than ``[piflow]``
+and ``[emulator]`` is refused as the typo it is. Messages give an example of a valid value (:data:`EXAMPLES`).
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from piflow.errors import ConfigError
-from piflow.pitime import parse_interval, parse_pi_time
+from piflow.pitime import interval_text, parse_interval, parse_pi_time
 
 if TYPE_CHECKING:
     from piflow.client.auth import Auth
@@ -36,6 +39,31 @@ SECRET_FILES: dict[str, str] = {
     "token": "token_file",
     "oidc_client_secret": "oidc_client_secret_file",
 }
+
+# Tables a config file may hold: piflow's own and the emulator's (``piflow emulator --config``).
+SECTIONS = ("piflow", "emulator")
+
+# A valid value of each setting, for the one line that says what is wrong with a given one.
+EXAMPLES: dict[str, str] = {
+    "url": "https://pi.example.com/piwebapi", "auth": "basic", "username": "PLANT\\svc-piflow",
+    "password_file": "/run/secrets/pi-password", "token_file": "/run/secrets/pi-token",
+    "oidc_client_id": "piflow", "oidc_client_secret_file": "/run/secrets/pi-oidc-secret",
+    "oidc_token_url": "https://idp.example.com/oauth2/token", "oidc_scope": "piwebapi", "verify_tls": "true",
+    "ca_bundle": "/etc/ssl/certs/internal-ca.pem", "target": "./lake or s3://bucket/pi", "points": "PLANT1.*",
+    "server": "PISRV01", "start": "*-1d, t, 2025-01-01 or 2025-01-01T06:00:00Z", "end": "* or 2026-01-01",
+    "window": "1d (or auto)", "concurrency": "8", "max_rps": "50", "points_per_request": "100",
+    "commit_rows": "500000", "commit_interval": "5s", "points_per_socket": "500", "heartbeat_rate": "5",
+    "poll_interval": "30s", "stream_modes": "channels,updates,poll", "safety_lag": "30s", "lookback": "1h",
+    "timeout_s": "60", "retries": "8", "log_json": "true", "log_level": "INFO", "progress": "auto",
+    "workspace": "https://adb-1234.5.azuredatabricks.net",  # uc register --host
+}
+
+# The URI schemes delta-rs (deltalake 1.x) opens; anything else is a typo, never a place to write to.
+DELTA_SCHEMES = frozenset({
+    "file", "memory", "s3", "s3a", "gs", "gcs", "az", "azure", "azdls", "azblob", "abfs", "abfss", "adl", "hdfs",
+    "viewfs", "webhdfs", "lakefs", "dbfs", "uc", "oss", "obs", "cos", "tos", "b2", "hf", "fs", "sftp", "swift",
+    "webdav",
+})
 
 # Values read from piflow.toml for the settings object being built right now (see load_settings).
 _TOML_VALUES: ContextVar[dict[str, Any]] = ContextVar("_TOML_VALUES", default={})  # noqa: B039
@@ -108,8 +136,20 @@ class PiflowSettings(BaseSettings):
     @classmethod
     def _check_token_url(cls, v: str | None) -> str | None:
         if v is not None:
-            _split_http_url("oidc_token_url", v)
+            split_http_url("oidc_token_url", v)
         return v
+
+    @field_validator("target")
+    @classmethod
+    def _check_target(cls, v: str) -> str:
+        return checked_target(v)
+
+    @field_validator("points")
+    @classmethod
+    def _check_points(cls, v: str) -> str:
+        if not v.strip():
+            raise ConfigError("points", "is empty: give a PI point name filter, e.g. PLANT1.* (or * for all)")
+        return v.strip()
 
     @field_validator("start", "end")
     @classmethod
@@ -120,9 +160,19 @@ class PiflowSettings(BaseSettings):
     @field_validator("window", "safety_lag", "lookback")
     @classmethod
     def _check_interval(cls, v: str | None) -> str | None:
-        if v is not None and v.strip().lower() not in ("", "auto"):
-            parse_interval(v)
-        return None if v is None or v.strip().lower() in ("", "auto") else v.strip()
+        if v is None or v.strip().lower() in ("", "auto"):
+            return None
+        return interval_text(v)  # a bare number is seconds
+
+    @field_validator("window", "commit_interval", "poll_interval")
+    @classmethod
+    def _check_positive_interval(cls, v: str | None) -> str | None:
+        """A window or a period of zero would never move on (``0`` is a valid interval: zero seconds)."""
+        if v is None or v.strip().lower() == "auto":
+            return v
+        if parse_interval(v).total_seconds() <= 0:
+            raise ValueError(f"must be longer than zero, got {v!r}")
+        return interval_text(v)
 
     @field_validator("log_level")
     @classmethod
@@ -227,15 +277,73 @@ class PiflowSettings(BaseSettings):
 # --- URL --------------------------------------------------------------------------------------------------
 
 
-def _split_http_url(setting: str, url: str) -> tuple[str, str, str]:
+_USERINFO = re.compile(r"^(\s*(?:[A-Za-z][A-Za-z0-9+.-]*:)?(?://)?)[^/?#\s]*@")
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` with anything before an ``@`` in its authority replaced, for echoing it in a message."""
+    return _USERINFO.sub(r"\1***@", url)
+
+
+def split_http_url(setting: str, url: str) -> tuple[str, str, str]:
+    """(scheme, host[:port], path) of an http(s) URL; a ConfigError that never echoes a password otherwise.
+
+    Credentials in the URL (``https://user:password@host``) are refused: httpx would send them as Basic auth,
+    bypassing ``auth`` and the rule that secrets never come from the config file or a command line.
+    """
+    shown = without_userinfo(url)
     parts = urlsplit(url.strip())
+    if "@" in parts.netloc or shown != url:
+        raise ConfigError(setting, f"must not carry a user name or password ({shown!r}): use auth = basic with "
+                                   "username (PIFLOW_USERNAME or the TOML) and, for the password, "
+                                   + _secret_hint("password"))
+    example = f"(e.g. {EXAMPLES.get(setting, EXAMPLES['url'])})"
     if parts.scheme.lower() not in ("http", "https"):
-        raise ConfigError(setting, f"must start with http:// or https://, got {url!r}")
+        raise ConfigError(setting, f"must start with http:// or https://, got {url!r} {example}")
     if not parts.hostname:
-        raise ConfigError(setting, f"has no host name: {url!r}")
+        raise ConfigError(setting, f"has no host name: {url!r} {example}")
     if parts.query or parts.fragment:
-        raise ConfigError(setting, f"must not carry a query string or fragment: {url!r}")
+        raise ConfigError(setting, f"must not carry a query string or fragment: {url!r} {example}")
     return parts.scheme.lower(), parts.netloc, parts.path
+
+
+# --- target -----------------------------------------------------------------------------------------------
+
+
+def checked_target(target: str) -> str:
+    """The target folder or URI, refused when it cannot hold tables: empty, an unknown URI scheme (``foo://``,
+    which delta-rs would report as "no table there"), or a local path that is, or goes through, a file."""
+    text = target.strip()
+    example = f"e.g. {EXAMPLES['target']}"
+    if not text:
+        raise ConfigError("target", f"is empty: give a folder or an object-store URI, {example}")
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if scheme is None:
+        path = Path(text).expanduser()
+    elif scheme.group(1).lower() in DELTA_SCHEMES:
+        if scheme.group(1).lower() != "file":
+            return text
+        path = Path(unquote(urlsplit(text).path))
+    else:
+        raise ConfigError("target", f"{scheme.group(1)}:// is not a storage scheme Delta tables can live in; give "
+                                    f"a folder or an object-store URI (s3://, abfss://, gs://, ...), {example}")
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        where = "is a file" if blocker == path else f"goes through {blocker}, which is a file"
+        raise ConfigError("target", f"{text} {where}, not a folder: give a folder for the Delta tables, {example}")
+    return text
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The existing non-folder that ``path`` is or goes through (``/etc/hostname``, ``notes.txt/lake``), if any."""
+    for folder in (path, *path.parents):
+        try:
+            if not folder.exists():
+                continue
+        except OSError:
+            return None  # cannot look (no permission): writing there will say what is wrong
+        return None if folder.is_dir() else folder
+    return None
 
 
 def normalise_url(url: str) -> str:
@@ -244,7 +352,7 @@ def normalise_url(url: str) -> str:
     Users paste what their browser shows: with or without ``/piwebapi``, with a trailing slash, or a deeper
     page such as ``.../piwebapi/dataservers``; all of these name the same base.
     """
-    scheme, netloc, path = _split_http_url("url", url)
+    scheme, netloc, path = split_http_url("url", url)
     segments = [s for s in path.split("/") if s]
     lowered = [s.lower() for s in segments]
     if "piwebapi" in lowered:
@@ -277,8 +385,15 @@ def read_toml(config_path: Path | None) -> dict[str, Any]:
 def piflow_table(doc: dict[str, Any]) -> dict[str, Any]:
     """piflow's keys from a TOML document: top-level scalars plus the ``[piflow]`` table (which wins).
 
-    Other tables (``[emulator]``, a tool's own section) are left alone. Keys may use ``-`` for ``_``.
+    ``[emulator]`` is left to ``piflow emulator``; any other table is a typo (``[piflo]``) whose settings would
+    silently not apply, so it is refused. Keys may use ``-`` for ``_``.
     """
+    for name, value in doc.items():
+        if isinstance(value, dict) and _key(name) not in SECTIONS:
+            close = difflib.get_close_matches(_key(name), SECTIONS, n=1)
+            hint = f"did you mean [{close[0]}]? " if close else ""
+            raise ConfigError("config", f"unknown section [{name}] in the config file ({hint}valid sections: "
+                                        f"{', '.join(f'[{s}]' for s in SECTIONS)}, or settings at the top level)")
     values = {_key(k): v for k, v in doc.items() if not isinstance(v, dict)}
     table = doc.get("piflow", {})
     if not isinstance(table, dict):
@@ -296,7 +411,7 @@ def _reject_unknown(values: dict[str, Any], known: set[str], where: str) -> None
     for key in values:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = f" (did you mean '{close[0]}'?)" if close else " (docs/configuration.md lists every setting)"
             raise ConfigError(key, f"unknown setting in the {where}{hint}")
 
 
@@ -348,6 +463,9 @@ def config_error_from(exc: ValidationError) -> ConfigError:
     elif (loc and loc[0] not in SECRET_FILES and isinstance(err.get("input"), str | int | float | bool)
           and repr(err["input"]) not in msg):
         msg = f"{msg} (got {err['input']!r})"
+    example = EXAMPLES.get(setting)
+    if example and "e.g." not in msg and "such as" not in msg:
+        msg = f"{msg}; e.g. {example}"
     return ConfigError(setting, msg)
 
 

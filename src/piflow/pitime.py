@@ -150,12 +150,24 @@ def parse_pi_time(text: str | None, now: datetime, tz: tzinfo = UTC) -> datetime
     return base.astimezone(UTC)
 
 
+INTERVAL_EXAMPLES = "a number and a unit such as 30s, 5m, 1.5h or 1d (ms s m h d w; a bare number is seconds)"
+
+
 def parse_interval(text: str) -> timedelta:
-    """A PI interval such as ``1h``, ``30m``, ``1d``, ``15s`` (months and years are not fixed lengths)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(w|d|h|m|s|ms)\s*", text, re.IGNORECASE)
+    """A PI interval such as ``1h``, ``30m``, ``1d``, ``15s``; a bare number is seconds (``2`` = ``2s``), as
+    people type it for a setting that is a duration. Months and years are not fixed lengths."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(w|d|h|m|s|ms)?\s*", text, re.IGNORECASE)
     if not m:
-        raise ValueError(f"cannot parse interval {text!r}")
-    amount, unit = float(m.group(1)), m.group(2).lower()
+        raise ValueError(f"cannot parse interval {text!r}: give {INTERVAL_EXAMPLES}")
+    amount, unit = float(m.group(1)), (m.group(2) or "s").lower()
     if unit == "ms":
         return timedelta(milliseconds=amount)
     return timedelta(seconds=amount * _UNIT_SECONDS[unit])
+
+
+def interval_text(text: str) -> str:
+    """``text`` as PI itself accepts an interval: a bare number of seconds gets its unit (``2`` -> ``2s``),
+    since PI Web API refuses a number without one. ValueError as :func:`parse_interval`."""
+    parse_interval(text)
+    clean = text.strip()
+    return f"{clean}s" if re.fullmatch(r"\d+(?:\.\d+)?", clean) else clean

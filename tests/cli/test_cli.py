@@ -13,7 +13,7 @@ from piflow.cli import app
 WriteToml = Callable[..., Path]
 COMMANDS = ["emulator", "demo", "discover", "backfill", "sync", "stream", "af", "events", "view", "status",
             "optimize"]
-COMMON_FLAGS = ["--config", "--url", "--target", "--points", "--start", "--end", "--auth"]
+COMMON_FLAGS = ["--config", "--url", "--target", "--points", "--auth"]
 
 
 def test_top_level_help_lists_every_command(runner: CliRunner) -> None:
@@ -37,11 +37,20 @@ def test_help_for_every_command(runner: CliRunner, command: str) -> None:
     assert "--config" in result.stdout
 
 
-@pytest.mark.parametrize("command", ["discover", "backfill", "sync", "stream"])
-def test_data_commands_take_the_common_flags(runner: CliRunner, command: str) -> None:
+@pytest.mark.parametrize(
+    ("command", "used", "unused"),
+    [("discover", [], ["--start", "--end"]), ("backfill", ["--start", "--end"], []),
+     ("sync", ["--start"], ["--end"]), ("stream", ["--start"], ["--end"])],
+)
+def test_data_commands_take_the_flags_they_use(
+    runner: CliRunner, command: str, used: list[str], unused: list[str]
+) -> None:
+    """A flag a command would ignore is not offered (sync ends at the server's now, discover reads no values)."""
     result = runner.invoke(app, [command, "--help"])
-    for flag in COMMON_FLAGS:
+    for flag in [*COMMON_FLAGS, *used]:
         assert flag in result.stdout
+    for flag in unused:
+        assert flag not in result.stdout
 
 
 @pytest.mark.parametrize("command", ["af", "events", "view"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -13,14 +14,16 @@ if TYPE_CHECKING:
 
 
 def status_rows(settings: PiflowSettings, now: datetime | None = None) -> list[dict[str, object]]:
-    """One row per live point: webid, name, watermark (None if never read) and lag in seconds."""
+    """One row per live point whose name matches the ``points`` filter (as the jobs match it: PI's wildcards,
+    case-insensitive): webid, name, watermark (None if never read) and lag in seconds."""
     sink = DeltaSink(settings.target)
     marks = read_watermarks(sink)
     points = sink.read("pi_points", columns=["webid", "name", "is_deleted"]).to_pylist()
+    pattern = settings.points.upper()
     now = now or datetime.now(UTC)
     rows: list[dict[str, object]] = []
     for p in sorted(points, key=lambda r: r["name"]):
-        if p["is_deleted"]:
+        if p["is_deleted"] or not fnmatch.fnmatchcase(p["name"].upper(), pattern):
             continue
         us = marks.get(p["webid"])
         wm = datetime.fromtimestamp(us / 1_000_000, UTC) if us is not None else None

@@ -19,13 +19,23 @@ that read files a compaction replaced. Blind appends of rows that never collide 
 
 Exactly-once backfills use more transaction identifiers in the same commit (one per point, version = windows
 done), so "was this unit of work written?" is answered by the table itself.
+
+Errors
+------
+Every delta-rs and file-system failure leaves this module as a :class:`SinkError` in piflow's words
+(:func:`sink_error`): which table, where, what is wrong and what is safe to do. delta-rs's own advice is never
+passed on: it suggests a "full table overwrite with schema overwrite" for a schema mismatch, which would drop
+the table's data. A table of piflow's name that lacks the contract's columns is refused as soon as it is opened
+(:func:`_check_contract`), before anything reads or writes it.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -106,7 +116,8 @@ class Snapshot:
         try:
             version: int | None = self.table.transaction_version(app_id)
         except DeltaError as exc:
-            raise SinkError(f"cannot read transaction {app_id} of {self.name}: {exc}") from exc
+            raise sink_error(f"cannot read transaction {app_id} of", self.name, self.sink.uri(self.name),
+                             exc) from exc
         return version
 
     def is_empty(self) -> bool:
@@ -134,11 +145,17 @@ class DeltaSink:
     def table(self, name: str) -> DeltaTable | None:
         """The table if it exists (None otherwise)."""
         try:
-            return DeltaTable(self.uri(name), storage_options=self.storage_options or None)
-        except TableNotFoundError:
+            dt = DeltaTable(self.uri(name), storage_options=self.storage_options or None)
+        except TableNotFoundError as exc:
+            if "unknown scheme" in str(exc).lower():  # foo://...: not "no table yet" but a wrong target
+                raise SinkError(f"cannot open {name} at {self.uri(name)}: delta-rs knows no storage scheme "
+                                f"{self.target.split('://')[0]}://; choose a folder or an object-store URI such as "
+                                "s3://bucket/pi as --target") from exc
             return None
         except (DeltaError, OSError) as exc:
-            raise SinkError(f"cannot open Delta table {name} at {self.uri(name)}: {exc}") from exc
+            raise sink_error("cannot open", name, self.uri(name), exc) from exc
+        _check_contract(name, self.uri(name), dt)
+        return dt
 
     def snapshot(self, name: str) -> Snapshot:
         """The table's newest version, to plan a write from (see :meth:`commit`)."""
@@ -153,7 +170,10 @@ class DeltaSink:
         if dt is not None:
             return dt
         if "://" not in self.target:
-            os.makedirs(self.target, exist_ok=True)
+            try:
+                os.makedirs(self.target, exist_ok=True)
+            except OSError as exc:
+                raise sink_error("cannot create the folder for", name, self.target, exc) from exc
         try:
             write_deltalake(
                 self.uri(name), schema.empty_table(), mode="ignore", partition_by=_PARTITIONS.get(name),
@@ -161,7 +181,7 @@ class DeltaSink:
             )
         except (DeltaError, OSError) as exc:
             if self.table(name) is None:
-                raise SinkError(f"cannot create Delta table {name} at {self.uri(name)}: {exc}") from exc
+                raise sink_error("cannot create", name, self.uri(name), exc) from exc
         dt = self.table(name)
         if dt is None:
             raise SinkError(f"Delta table {name} at {self.uri(name)} vanished right after it was created")
@@ -218,8 +238,7 @@ class DeltaSink:
             data = write.append if write.append is not None else table_schema.empty_table()
             self._write(dt, name, data, "append", props)
         else:
-            _merge(dt, _merge_source(write, table_schema), write.key, write.bounds, props,
-                   f"commit to {name} failed")
+            _merge(dt, _merge_source(write, table_schema), write.key, write.bounds, props, name, self.uri(name))
 
     def _write(self, dt: DeltaTable, name: str, data: pa.Table, mode: Literal["append", "overwrite"],
                props: CommitProperties) -> None:
@@ -233,7 +252,8 @@ class DeltaSink:
         except CommitFailedError:
             raise
         except (DeltaError, OSError, pa.ArrowInvalid) as exc:
-            raise SinkError(f"{mode} of {name} failed: {exc}") from exc
+            raise sink_error(f"{mode} to" if mode == "append" else "overwrite of", name, self.uri(name),
+                             exc) from exc
 
     def _winners(self, name: str, since: int | None) -> str:
         """Who committed to the table after version ``since``: "sync run 1a2b... (version 12)", best effort."""
@@ -262,7 +282,7 @@ class DeltaSink:
                 commit_properties=props, storage_options=self.storage_options or None,
             )
         except (DeltaError, OSError, pa.ArrowInvalid) as exc:
-            raise SinkError(f"append to {name} failed: {exc}") from exc
+            raise sink_error("append to", name, self.uri(name), exc) from exc
 
     # ---- reads -------------------------------------------------------------------------------------------
     def read(self, name: str, columns: Sequence[str] | None = None, filter: ds.Expression | None = None) -> pa.Table:
@@ -287,7 +307,7 @@ class DeltaSink:
                 return _scan(dataset, columns, filter)
             return _scan(dt.to_pyarrow_dataset(), columns, filter, use_threads=False)
         except (DeltaError, OSError, pa.ArrowException) as exc:
-            raise SinkError(f"read of {name} failed: {exc}") from exc
+            raise sink_error("read of", name, self.uri(name), exc, writing=False) from exc
 
     def _snapshot_dataset(self, name: str, dt: DeltaTable) -> ds.Dataset | None:
         """A plain Parquet dataset over the snapshot's files, when those files alone are the table.
@@ -333,7 +353,7 @@ class DeltaSink:
                 log.warning("%s: %s replaced files this optimize was compacting; compacting again (attempt %d of "
                             "%d)", name, self._winners(name, since), attempt + 1, attempts)
             except (DeltaError, OSError) as exc:
-                raise SinkError(f"optimize of {name} failed: {exc}") from exc
+                raise sink_error("optimize of", name, self.uri(name), exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
@@ -341,7 +361,7 @@ class DeltaSink:
         try:
             removed = dt.vacuum(retention_hours=vacuum_hours, dry_run=False, enforce_retention_duration=False)
         except (DeltaError, OSError) as exc:
-            raise SinkError(f"vacuum of {name} failed: {exc}") from exc
+            raise sink_error("vacuum of", name, str(dt.table_uri), exc) from exc
         stats["vacuumed_files"] = len(removed)
         return stats
 
@@ -359,7 +379,7 @@ def _merge_source(write: Write, table_schema: pa.Schema) -> pa.Table:
 
 
 def _merge(dt: DeltaTable, source: pa.Table, key: Sequence[str], bounds: str | None,
-           props: CommitProperties, failed: str) -> dict[str, Any]:
+           props: CommitProperties, name: str, uri: str) -> dict[str, Any]:
     """One delta-rs merge of a tagged source (:func:`_merge_source`) on equal ``key`` columns (plus
     ``bounds``): matched deletes go, matched upserts replace, unmatched upserts are inserted; one commit."""
     predicate = " AND ".join(f"t.{k} = s.{k}" for k in key)
@@ -379,7 +399,7 @@ def _merge(dt: DeltaTable, source: pa.Table, key: Sequence[str], bounds: str | N
     except CommitFailedError:
         raise
     except (DeltaError, OSError, pa.ArrowInvalid) as exc:
-        raise SinkError(f"{failed}: {exc}") from exc
+        raise sink_error("commit to", name, uri, exc) from exc
     return result
 
 
@@ -400,3 +420,77 @@ def _scan(dataset: ds.Dataset, columns: Sequence[str] | None, filter: ds.Express
             parts.append(fragment.to_table(schema=dataset.schema, use_threads=use_threads).filter(filter))
     table = pa.concat_tables(parts) if parts else dataset.schema.empty_table()
     return table.select(cols) if cols else table
+
+
+# ---- errors in piflow's words ---------------------------------------------------------------------------------
+
+_ERRNO_WORDS = {
+    errno.EACCES: ("permission denied", "os error 13"),
+    errno.EPERM: ("operation not permitted", "os error 1)"),
+    errno.EROFS: ("read-only file system", "os error 30"),
+    errno.ENOTDIR: ("not a directory", "os error 20"),
+    errno.ENOSPC: ("no space left", "os error 28"),
+    errno.EDQUOT: ("quota exceeded", "os error 122"),
+}
+_SCHEMA_WORDS = ("schema", "no field named", "partitioning does not match", "cannot cast")
+# delta-rs advises a "full table overwrite with schema overwrite" (or schema_mode="overwrite") for a schema
+# mismatch: followed, it would drop the table's data. Such sentences are cut from any message passed on.
+_OVERWRITE_ADVICE = re.compile(r"[^.:]*\b(?:overwrite|schema_mode|overwrite_schema|replacewhere)\b[^.]*\.?",
+                               re.IGNORECASE)
+_MAX_CAUSE_CHARS = 300
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    """The OS error behind ``exc``: its own errno, or the one delta-rs names in its message text."""
+    if isinstance(exc, OSError) and exc.errno in _ERRNO_WORDS:
+        return exc.errno
+    text = str(exc).lower()
+    return next((code for code, words in _ERRNO_WORDS.items() if any(w in text for w in words)), None)
+
+
+def _cause(exc: BaseException) -> str:
+    """delta-rs's message on one line, without its advice to overwrite anything, cut to a readable length."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = _OVERWRITE_ADVICE.sub("", text).strip(" .;:") or type(exc).__name__
+    return text if len(text) <= _MAX_CAUSE_CHARS else text[:_MAX_CAUSE_CHARS].rstrip() + " ..."
+
+
+def sink_error(action: str, name: str, uri: str, exc: BaseException, *, writing: bool = True) -> SinkError:
+    """``exc`` (delta-rs, Arrow, the file system) as one line: ``<action> <table> at <where>: <what is wrong>;
+    <what to do>``. What to do is always safe: nothing here ever suggests overwriting a table."""
+    code = _errno_of(exc)
+    where = f"{action} {name} at {uri}"
+    if code in (errno.EACCES, errno.EPERM):
+        access = "write to" if writing else "read"
+        return SinkError(f"{where}: permission denied; let this user {access} that folder, or choose another "
+                         "--target")
+    if code == errno.EROFS:
+        return SinkError(f"{where}: the file system is read-only; choose a --target on a writable disk")
+    if code == errno.ENOTDIR:
+        return SinkError(f"{where}: the path goes through a file, not a folder; choose a folder as --target")
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return SinkError(f"{where}: the disk is full (or over quota); free space and run again, the table keeps "
+                         "its last commit")
+    cause = _cause(exc)
+    if any(w in cause.lower() for w in _SCHEMA_WORDS) and "parquet" not in cause.lower():
+        return SinkError(f"{where}: the table does not have the schema piflow writes ({cause}); piflow does not "
+                         f"change a table it did not write: move {name} out of the target, or choose another "
+                         "--target")
+    return SinkError(f"{where}: {cause}" if action.startswith("cannot") else f"{where} failed: {cause}")
+
+
+def _check_contract(name: str, uri: str, dt: DeltaTable) -> None:
+    """A table of one of piflow's names must have the contract's columns; any other table is the user's."""
+    expected = contract.TABLES.get(name)
+    if expected is None:
+        return
+    try:
+        have = [f.name for f in dt.schema().fields]
+    except (DeltaError, OSError) as exc:
+        raise sink_error("cannot read the schema of", name, uri, exc, writing=False) from exc
+    missing = [f for f in expected.names if f not in have]
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        raise SinkError(f"{name} at {uri} is not a piflow table: it lacks the columns {shown} (it has "
+                        f"{', '.join(have[:6])}{', ...' if len(have) > 6 else ''}); piflow does not change a table "
+                        f"it did not write: move it out of the target, or choose another --target")
