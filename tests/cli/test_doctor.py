@@ -21,6 +21,7 @@ from piflow.doctor import STEPS, ClockReading, Report, Step, check_clock, report
 from piflow.emulator import EmulatorSettings
 from piflow.emulator.server import EmulatorServer
 from piflow.emulator.settings import PROFILES, AuthSettings, ProfileSettings
+from tests.servers import tls_files
 
 pytestmark = pytest.mark.loopback
 
@@ -47,15 +48,9 @@ def ca() -> trustme.CA:
 
 @pytest.fixture(scope="module")
 def tls_server(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
-    cert = ca.issue_cert("127.0.0.1")
-    folder = tmp_path_factory.mktemp("tls")
-    certfile, keyfile = folder / "server.pem", folder / "server.key"
-    cert.cert_chain_pems[0].write_to_path(str(certfile))
-    for extra in cert.cert_chain_pems[1:]:
-        extra.write_to_path(str(certfile), append=True)
-    cert.private_key_pem.write_to_path(str(keyfile))
-    with EmulatorServer(EmulatorSettings(points=20, now=PAST, frozen=True), certfile=str(certfile),
-                        keyfile=str(keyfile)) as server:
+    certfile, keyfile = tls_files(ca, tmp_path_factory.mktemp("tls"))
+    with EmulatorServer(EmulatorSettings(points=20, now=PAST, frozen=True), certfile=certfile,
+                        keyfile=keyfile) as server:
         yield server
 
 

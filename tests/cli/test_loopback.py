@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from piflow.cli import app
+from tests.servers import free_port
 
 pytestmark = pytest.mark.loopback
 
@@ -30,12 +30,6 @@ class Emulator:
     url: str
     first_line: str
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _wait_until_serving(proc: subprocess.Popen[str], url: str, auth: tuple[str, str] | None) -> None:
@@ -56,7 +50,7 @@ def _wait_until_serving(proc: subprocess.Popen[str], url: str, auth: tuple[str, 
 @contextmanager
 def emulator_process(log: Path, *flags: str, auth: tuple[str, str] | None = None) -> Iterator[Emulator]:
     """``python -m piflow emulator`` on a free port, exactly as a user or a benchmark starts it."""
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "piflow", "emulator", "--port", str(port), "--now", NOW, "--frozen", *flags]
     with log.open("w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
@@ -157,7 +151,7 @@ def test_json_logs_and_forced_progress_through_the_cli(
 
 
 def test_unreachable_server_is_one_red_line(tmp_path: Path) -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     (tmp_path / "piflow.toml").write_text(f'url = "http://127.0.0.1:{port}"\nretries = 0\ntimeout_s = 5\n')
     result = CliRunner().invoke(app, ["discover", "--target", str(tmp_path / "lake"), "--progress", "never"])
     assert result.exit_code == 1, result.output

@@ -13,6 +13,7 @@ from piflow.client.retry import RetryPolicy
 from piflow.emulator import EmulatorSettings
 from piflow.emulator.server import EmulatorServer
 from piflow.errors import ConfigError
+from tests.servers import tls_files
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +23,8 @@ def ca() -> trustme.CA:
 
 @pytest.fixture(scope="module")
 def tls_server(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
-    cert = ca.issue_cert("127.0.0.1")
-    d = tmp_path_factory.mktemp("tls")
-    certfile, keyfile = d / "server.pem", d / "server.key"
-    cert.cert_chain_pems[0].write_to_path(str(certfile))
-    for extra in cert.cert_chain_pems[1:]:
-        extra.write_to_path(str(certfile), append=True)
-    cert.private_key_pem.write_to_path(str(keyfile))
-    with EmulatorServer(EmulatorSettings(points=10), certfile=str(certfile), keyfile=str(keyfile)) as server:
+    certfile, keyfile = tls_files(ca, tmp_path_factory.mktemp("tls"))
+    with EmulatorServer(EmulatorSettings(points=10), certfile=certfile, keyfile=keyfile) as server:
         yield server
 
 

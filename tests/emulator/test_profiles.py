@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import select
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from tests.servers import free_port
 from typer.testing import CliRunner
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
@@ -396,15 +396,9 @@ def test_which_hosts_are_loopback() -> None:
         assert "127.0.0.1" in warning
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
 
 def test_cli_warns_when_bound_beyond_loopback() -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "piflow", "emulator", "--host", "0.0.0.0", "--port", str(port),
                              "--points", "10", "--profile", "minimal"],
                             env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import httpx2
 import pytest
 from starlette.websockets import WebSocket
+from tests.servers import free_port
 from websockets.sync.client import connect
 
 from piflow.emulator import EmulatorSettings, create_app
@@ -73,15 +73,9 @@ def test_settings_or_app_not_both() -> None:
         EmulatorServer(settings(), app=create_app(settings()))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
 
 def test_serve_blocks_and_answers_until_terminated() -> None:
-    port = _free_port()
+    port = free_port()
     code = ("from datetime import datetime, UTC\n"
             "from piflow.emulator.server import serve\n"
             "from piflow.emulator.settings import EmulatorSettings\n"
