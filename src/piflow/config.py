@@ -382,18 +382,24 @@ def read_toml(config_path: Path | None) -> dict[str, Any]:
         raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
 
 
-def piflow_table(doc: dict[str, Any]) -> dict[str, Any]:
-    """piflow's keys from a TOML document: top-level scalars plus the ``[piflow]`` table (which wins).
-
-    ``[emulator]`` is left to ``piflow emulator``; any other table is a typo (``[piflo]``) whose settings would
-    silently not apply, so it is refused. Keys may use ``-`` for ``_``.
-    """
+def check_sections(doc: dict[str, Any]) -> None:
+    """Refuse a table other than ``[piflow]`` and ``[emulator]``: a typo (``[piflo]``) whose settings would
+    silently not apply."""
     for name, value in doc.items():
         if isinstance(value, dict) and _key(name) not in SECTIONS:
             close = difflib.get_close_matches(_key(name), SECTIONS, n=1)
             hint = f"did you mean [{close[0]}]? " if close else ""
             raise ConfigError("config", f"unknown section [{name}] in the config file ({hint}valid sections: "
                                         f"{', '.join(f'[{s}]' for s in SECTIONS)}, or settings at the top level)")
+
+
+def piflow_table(doc: dict[str, Any]) -> dict[str, Any]:
+    """piflow's keys from a TOML document: top-level scalars plus the ``[piflow]`` table (which wins).
+
+    ``[emulator]`` is left to ``piflow emulator``; any other table is a typo (``[piflo]``) whose settings would
+    silently not apply, so it is refused. Keys may use ``-`` for ``_``.
+    """
+    check_sections(doc)
     values = {_key(k): v for k, v in doc.items() if not isinstance(v, dict)}
     table = doc.get("piflow", {})
     if not isinstance(table, dict):
@@ -483,6 +489,7 @@ def load_emulator_settings(config_path: Path | None, overrides: dict[str, object
     from piflow.emulator.settings import EmulatorSettings
 
     doc = read_toml(config_path) if config_path is not None else {}
+    check_sections(doc)
     table = doc.get("emulator", {})
     if not isinstance(table, dict):
         raise ConfigError("emulator", "must be a table ([emulator])")

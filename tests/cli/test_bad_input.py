@@ -59,9 +59,7 @@ SPECIFIC: dict[str, list[str]] = {
     "emulator now": ["yesterday-ish"],
     "emulator profile": ["no-such-profile"],
 }
-# The emulator reads only the [emulator] table of its --config (load_emulator_settings), so a misspelt
-# [piflo] section means nothing to it: it gets the missing file only.
-NOT_FOR = {("emulator", "config"): {TYPO_TOML}}
+NOT_FOR: dict[tuple[str, str], set[str]] = {}
 # What no check before the server starts can see: --host and --log-level are only read by uvicorn as the
 # emulator's server starts (the server-starting path); every other emulator option is covered.
 SERVER_ONLY = {("emulator", "host"), ("emulator", "log_level")}

@@ -282,6 +282,21 @@ def test_emulator_settings_errors_name_the_setting(write_toml: WriteToml) -> Non
     assert "late_share" in str(exc.value).replace("late_shares", "")
 
 
+@pytest.mark.parametrize(("flags", "setting"), [
+    ({"late_share": 7.0}, "late_share"), ({"error_rate": -0.1}, "error_rate"), ({"points": 0}, "points"),
+    ({"drop_rate": 1.5}, "drop_rate"), ({"max_returned_items": 0}, "max_returned_items"),
+])
+def test_emulator_shares_rates_and_counts_out_of_range_are_refused(flags: dict[str, object], setting: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_emulator_settings(None, flags)
+    assert exc.value.setting.split(".")[-1] == setting  # faults land in [emulator.faults]
+
+
+def test_emulator_config_with_a_misspelt_section_is_refused(write_toml: WriteToml) -> None:
+    with pytest.raises(ConfigError, match=r"unknown section \[emulatr\].*did you mean \[emulator\]"):
+        load_emulator_settings(write_toml("[emulatr]\npoints = 5\n"), {})
+
+
 def test_settings_built_directly_read_env_but_no_toml(
     write_toml: WriteToml, monkeypatch: pytest.MonkeyPatch
 ) -> None:

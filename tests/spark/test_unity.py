@@ -9,11 +9,13 @@ every contract column typed and commented, comments refreshed on existing tables
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -219,3 +221,13 @@ def test_register_from_piflow_settings_uses_the_databricks_environment(
     assert result.tables == ["main.plant1.pi_values"]
     assert ws.sql()[-1] == ("ALTER TABLE `main`.`plant1`.`pi_values` SET TAGS ('piflow_table' = 'pi_values', "
                             "'piflow_source_server' = 'pi.plant.example', 'piflow_point_filter' = 'BRK.*')")
+
+
+def test_no_databricks_credentials_is_a_config_error_naming_the_fix(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    for name in [k for k in os.environ if k.startswith("DATABRICKS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.databrickscfg
+    with pytest.raises(ConfigError, match="cannot sign in to the Databricks workspace") as info:
+        unity.workspace()
+    assert info.value.setting == "databricks"

@@ -37,13 +37,13 @@ class AuthSettings(BaseModel):
 class FaultSettings(BaseModel):
     """Fault injection; each decision is a hash of (seed, request number), so a run is reproducible."""
 
-    latency_ms: float = 0.0
-    latency_jitter_ms: float = 0.0
-    error_rate: float = 0.0  # share of requests answered 500/502/503
-    rate_limit_rps: float = 0.0  # 0 = unlimited; over it: 429 with Retry-After
-    drop_rate: float = 0.0  # share of responses whose connection is dropped mid-body
-    slow_body_ms: float = 0.0  # delay between body chunks
-    channel_close_every_s: float = 0.0  # 0 = never; close channel sockets after this long
+    latency_ms: float = Field(default=0.0, ge=0)
+    latency_jitter_ms: float = Field(default=0.0, ge=0)
+    error_rate: float = Field(default=0.0, ge=0, le=1)  # share of requests answered 500/502/503
+    rate_limit_rps: float = Field(default=0.0, ge=0)  # 0 = unlimited; over it: 429 with Retry-After
+    drop_rate: float = Field(default=0.0, ge=0, le=1)  # share of responses whose connection is dropped mid-body
+    slow_body_ms: float = Field(default=0.0, ge=0)  # delay between body chunks
+    channel_close_every_s: float = Field(default=0.0, ge=0)  # 0 = never; close channel sockets after this long
     exempt_paths: tuple[str, ...] = ("/_emulator",)
 
 
@@ -108,18 +108,18 @@ def named_profile(name: str) -> ProfileSettings:
 
 class EmulatorSettings(BaseModel):
     seed: int = 7
-    points: int = 1000
-    data_servers: int = 1
+    points: int = Field(default=1000, ge=1)
+    data_servers: int = Field(default=1, ge=1)
     now: datetime = Field(default_factory=lambda: datetime(2026, 1, 1, tzinfo=UTC))
     frozen: bool = False
     origin: datetime = Field(default_factory=lambda: datetime(2020, 1, 1, tzinfo=UTC))
-    late_share: float = 0.02
-    late_max_minutes: int = 30
-    edit_share: float = 0.01
-    edit_min_minutes: int = 10
-    edit_max_minutes: int = 120
-    max_returned_items: int = 150_000
-    max_count_default: int = 1000
+    late_share: float = Field(default=0.02, ge=0, le=1)
+    late_max_minutes: int = Field(default=30, ge=0)
+    edit_share: float = Field(default=0.01, ge=0, le=1)
+    edit_min_minutes: int = Field(default=10, ge=0)
+    edit_max_minutes: int = Field(default=120, ge=0)
+    max_returned_items: int = Field(default=150_000, ge=1)
+    max_count_default: int = Field(default=1000, ge=1)
     # AF and event frames scale with the number of points unless set
     af_elements: int | None = None
     event_frames_per_day: float | None = None

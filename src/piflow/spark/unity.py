@@ -289,4 +289,9 @@ def workspace(host: str | None = None, token: str | None = None, profile: str | 
     """A databricks-sdk WorkspaceClient (host/token, a profile, or the usual DATABRICKS_* environment)."""
     from databricks.sdk import WorkspaceClient
 
-    return WorkspaceClient(host=host, token=token, profile=profile, product="piflow", product_version="0.1")
+    try:
+        return WorkspaceClient(host=host, token=token, profile=profile, product="piflow", product_version="0.1")
+    except ValueError as exc:  # databricks-sdk's word for "no usable credentials or host"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError("databricks", f"cannot sign in to the Databricks workspace: {reason}; give --host and "
+                                        "DATABRICKS_TOKEN, or --profile naming a ~/.databrickscfg profile") from None
