@@ -176,20 +176,16 @@ async def fetch_many(client: PiClient, resources: Sequence[str], *, per_batch: i
         return [answers[str(i)] for i in range(len(chunk))]
 
     sets = [i for i, r in enumerate(resources) if is_streamset(r)] if client.caps.streamsets is not True else []
-    if client.caps.streamsets is False and sets:
-        return await _without_streamsets(client, resources, per_batch, parallel, sets)
-    parts = await asyncio.gather(*(one(c) for c in chunks))
-    answers = [a for part in parts for a in part]
-    if sets:
-        refused = [i for i in sets if answers[i].status in (404, 405, 501)]
-        if refused and await streamsets_missing(client):
+    if sets and client.caps.streamsets is None:  # one request tells, before hundreds are sent in vain
+        if await streamsets_missing(client):
             client.caps.fallback("streamsets", "the server has no streamsets: reading each attribute's stream "
                                                "with its own call")
-            for i, a in zip(refused, await answer_directly(client, [resources[i] for i in refused]), strict=True):
-                answers[i] = a
-        elif any(answers[i].ok for i in sets):
+        else:
             client.caps.worked("streamsets")
-    return answers
+    if sets and client.caps.streamsets is False:
+        return await _without_streamsets(client, resources, per_batch, parallel, sets)
+    parts = await asyncio.gather(*(one(c) for c in chunks))
+    return [a for part in parts for a in part]
 
 
 async def _without_streamsets(client: PiClient, resources: Sequence[str], per_batch: int, parallel: int,

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 
 from piflow.client.api import BatchItem
 from piflow.errors import BadRequestError, NotFoundError, PiApiError
+from piflow.webid import parse_marked
 
 if TYPE_CHECKING:
     from piflow.client.api import PiClient
@@ -71,9 +72,11 @@ async def _answer(client: PiClient, gate: asyncio.Semaphore, resource: str) -> B
 
 
 async def _attributes(client: PiClient, gate: asyncio.Semaphore, owner: str, resource: str) -> list[Json] | BatchItem:
-    """The top-level attributes of an element or an event frame (the streams of its streamset)."""
+    """The top-level attributes of an element or an event frame (the streams of its streamset). A WebID 2.0
+    names its kind; any other is tried as an element, then as an event frame."""
     last: PiApiError | None = None
-    for kind in ("elements", "eventframes"):
+    kinds = ("eventframes", "elements") if parse_marked(owner, "Fm") is not None else ("elements", "eventframes")
+    for kind in kinds:
         try:
             async with gate:
                 doc = await client.http.get_json(f"{kind}/{owner}/attributes",
