@@ -25,7 +25,11 @@ from pyspark.sql import types as T
 from piflow import schema
 from piflow.emulator.server import EmulatorServer
 from piflow.spark.lakeflow import PiLakeflowConnect
+from piflow.spark.options import TABLE_ALIASES
 from piflow.spark.plan import decode_offset, point_key
+from piflow.spark.source import TABLE_SCHEMAS, table_schema
+from piflow.spark.sparktypes import spark_schema
+from piflow.tables import TABLES
 from tests.rows import assert_same_rows
 
 from .conftest import T0, specs, truth
@@ -127,6 +131,20 @@ def test_tables_schemas_and_metadata(emulator: EmulatorServer) -> None:
     assert values.fieldNames() == schema.PI_VALUES.names
     assert c.read_table_metadata("pi_values", {}) == {
         "primary_keys": list(schema.PI_VALUES_KEY), "cursor_field": "timestamp", "ingestion_type": "append"}
+
+
+def test_schemas_and_keys_are_the_registrys(emulator: EmulatorServer) -> None:
+    """The adapter and the ``pi`` source serve the tables the ``table`` option names, as the registry says."""
+    c = connector(emulator)
+    assert c.list_tables() == list(dict.fromkeys(TABLE_ALIASES.values())) == list(TABLE_SCHEMAS)
+    assert set(c.list_tables()) <= set(TABLES)
+    for t in c.list_tables():
+        spec = TABLES[t]
+        assert table_schema(t) is spec.schema
+        assert c.get_table_schema(t, {}) == spark_schema(spec.schema, long_ints=True)
+        struct = spark_schema(spec.schema)
+        assert [(f.name, f.nullable) for f in struct.fields] == [(f.name, f.nullable) for f in spec.schema]
+        assert c.read_table_metadata(t, {})["primary_keys"] == list(spec.key)
 
 
 def test_unknown_table_raises_everywhere(emulator: EmulatorServer) -> None:

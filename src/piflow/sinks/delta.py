@@ -44,11 +44,12 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
-from piflow import schema as contract
 from piflow.errors import SinkError, WriteConflictError
+from piflow.tables import TABLES, spec_of
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,17 @@ WRITER_APP_ID = "piflow.writer"
 COMMIT_ATTEMPTS = 12
 _OP = "__piflow_op"
 
-_TABLE_CONFIG: dict[str, dict[str, str | None]] = {
-    "pi_points": {"delta.enableChangeDataFeed": "true"},
-    "pi_af_elements": {"delta.enableChangeDataFeed": "true"},
-    "pi_af_attributes": {"delta.enableChangeDataFeed": "true"},
-    "pi_event_frames": {"delta.enableChangeDataFeed": "true"},
-    "pi_event_frame_attributes": {"delta.enableChangeDataFeed": "true"},
-}
-_PARTITIONS: dict[str, list[str]] = {"pi_values": list(contract.PI_VALUES_PARTITION)}
+
+def _partitions(name: str) -> list[str] | None:
+    """The partition columns of a piflow table (None: not partitioned)."""
+    spec = TABLES.get(name)
+    return list(spec.partition_by) if spec is not None and spec.partition_by else None
+
+
+def _contract(name: str) -> pa.Schema | None:
+    """The registry's schema of a table of piflow's names (None for any other table, e.g. an asset view)."""
+    spec = TABLES.get(name)
+    return None if spec is None else spec.schema
 
 
 @dataclass(frozen=True)
@@ -157,12 +161,37 @@ class DeltaSink:
         _check_contract(name, self.uri(name), dt)
         return dt
 
+    def table_names(self) -> list[str]:
+        """The Delta tables at the target (its folders holding a ``_delta_log``), sorted; none if it is missing."""
+        try:
+            if "://" in self.target:
+                fs, root = pafs.FileSystem.from_uri(self.target)
+            else:
+                fs, root = pafs.LocalFileSystem(), os.path.abspath(self.target)
+            folders = [i.path for i in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+                       if i.type == pafs.FileType.Directory]
+            logs = fs.get_file_info([f"{f}/_delta_log" for f in folders])
+        except (OSError, pa.ArrowException) as exc:
+            raise sink_error("cannot list", "the tables", self.target, exc, writing=False) from exc
+        return sorted(f.rsplit("/", 1)[-1] for f, delta_log in zip(folders, logs, strict=True)
+                      if delta_log.type == pafs.FileType.Directory)
+
+    def columns(self, name: str) -> list[str] | None:
+        """A table's column names (None when it does not exist)."""
+        dt = self.table(name)
+        if dt is None:
+            return None
+        try:
+            return [f.name for f in dt.schema().fields]
+        except (DeltaError, OSError) as exc:
+            raise sink_error("cannot read the schema of", name, self.uri(name), exc, writing=False) from exc
+
     def snapshot(self, name: str) -> Snapshot:
         """The table's newest version, to plan a write from (see :meth:`commit`)."""
         return Snapshot(self, name, self.table(name))
 
     def ensure(self, name: str, schema: pa.Schema) -> DeltaTable:
-        """Create the table (empty, with its contract schema, partitions and properties) if missing.
+        """Create the table (empty, with its contract schema, partitions, properties and comment) if missing.
 
         Two writers may create it at once: the one that loses finds the table there, which is all it wanted.
         """
@@ -174,10 +203,12 @@ class DeltaSink:
                 os.makedirs(self.target, exist_ok=True)
             except OSError as exc:
                 raise sink_error("cannot create the folder for", name, self.target, exc) from exc
+        spec = spec_of(name, schema.names)
         try:
             write_deltalake(
-                self.uri(name), schema.empty_table(), mode="ignore", partition_by=_PARTITIONS.get(name),
-                configuration=_TABLE_CONFIG.get(name), storage_options=self.storage_options or None,
+                self.uri(name), schema.empty_table(), mode="ignore", partition_by=_partitions(name),
+                configuration=(spec.properties or None) if spec else None,
+                description=spec.comment if spec else None, storage_options=self.storage_options or None,
             )
         except (DeltaError, OSError) as exc:
             if self.table(name) is None:
@@ -197,7 +228,7 @@ class DeltaSink:
         take the newest. ``plan`` must derive everything it writes from the snapshot it is given. ``schema``
         is the table's schema where the contract has none (asset views).
         """
-        table_schema = schema if schema is not None else contract.TABLES[name]
+        table_schema = schema if schema is not None else TABLES[name].schema
         snap = first
         for attempt in range(1, attempts + 1):
             if snap is None or snap.table is None:
@@ -244,10 +275,10 @@ class DeltaSink:
                props: CommitProperties) -> None:
         try:
             if mode == "overwrite":
-                write_deltalake(dt, data, mode="overwrite", partition_by=_PARTITIONS.get(name),
+                write_deltalake(dt, data, mode="overwrite", partition_by=_partitions(name),
                                 commit_properties=props, storage_options=self.storage_options or None)
             else:
-                write_deltalake(dt, data, mode="append", partition_by=_PARTITIONS.get(name),
+                write_deltalake(dt, data, mode="append", partition_by=_partitions(name),
                                 commit_properties=props, storage_options=self.storage_options or None)
         except CommitFailedError:
             raise
@@ -274,11 +305,12 @@ class DeltaSink:
     # ---- blind appends ----------------------------------------------------------------------------------
     def append(self, name: str, data: pa.Table, *, metadata: Mapping[str, Any] | None = None) -> None:
         """Append rows that can never collide with others (run records keyed by a fresh run id), no plan."""
-        self.ensure(name, contract.TABLES.get(name, data.schema))
+        contract = _contract(name)
+        self.ensure(name, contract if contract is not None else data.schema)
         props = CommitProperties(custom_metadata=dict(metadata or {}) or None)
         try:
             write_deltalake(
-                self.uri(name), data, mode="append", partition_by=_PARTITIONS.get(name),
+                self.uri(name), data, mode="append", partition_by=_partitions(name),
                 commit_properties=props, storage_options=self.storage_options or None,
             )
         except (DeltaError, OSError, pa.ArrowInvalid) as exc:
@@ -299,7 +331,7 @@ class DeltaSink:
         scan and abort the interpreter at exit now and then ("terminate called without an active exception").
         """
         if dt is None:
-            empty = contract.TABLES[name].empty_table()
+            empty = TABLES[name].schema.empty_table()
             return empty.select(list(columns)) if columns else empty
         try:
             dataset = self._snapshot_dataset(name, dt)
@@ -316,7 +348,7 @@ class DeltaSink:
         hundred files); listing the snapshot's files and letting the scan prune row groups costs milliseconds.
         Only for local tables whose protocol has no reader features (no deletion vectors, no column mapping).
         """
-        table_schema = contract.TABLES.get(name)
+        table_schema = _contract(name)
         if table_schema is None or "://" in self.target:
             return None
         protocol = dt.protocol()
@@ -481,7 +513,7 @@ def sink_error(action: str, name: str, uri: str, exc: BaseException, *, writing:
 
 def _check_contract(name: str, uri: str, dt: DeltaTable) -> None:
     """A table of one of piflow's names must have the contract's columns; any other table is the user's."""
-    expected = contract.TABLES.get(name)
+    expected = _contract(name)
     if expected is None:
         return
     try:

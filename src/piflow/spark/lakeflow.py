@@ -10,9 +10,10 @@ through the partitioned stream reader; without it (here, in tests) the class sta
 Tables: ``pi_values`` is an append table read incrementally and in partitions: its offset holds one position
 per point (see :mod:`piflow.spark.plan`) and converges, i.e. ``latest_offset(start)`` returns ``start`` again
 once every point has reached the end. The end is fixed when the connector first looks at the clock, so one
-pipeline update always finishes; the next update (a new connector) continues from its offset. The catalog
-tables (``pi_points``, ``pi_af_elements``, ``pi_af_attributes``, ``pi_event_frames``) are snapshots keyed by
-WebID. Records are JSON-compatible dicts (timestamps as ISO-8601 UTC strings), as the interface asks.
+pipeline update always finishes; the next update (a new connector) continues from its offset. The other
+tables (the point catalog, AF elements and attributes, event frames) are snapshots keyed by WebID. Schemas
+and keys are the registry's (:mod:`piflow.tables`). Records are JSON-compatible dicts (timestamps as ISO-8601
+UTC strings), as the interface asks.
 
 Connection options are those of the ``pi`` source (``url``, ``auth``, ``username``, ``password``, ...);
 table options (``points``, ``start``, ``window``, ``maxBatchWindow``, ``shard``, ...) may be set per table.
@@ -30,19 +31,23 @@ import pyarrow as pa
 
 from piflow.errors import ConfigError
 from piflow.spark.options import SourceOptions
-from piflow.spark.source import PiSource, read_partition, table_schema
+from piflow.spark.source import TABLE_SCHEMAS, PiSource, read_partition, table_schema
 from piflow.spark.sparktypes import spark_schema
+from piflow.tables import TABLES as REGISTRY
 
-TABLES = ["pi_values", "pi_points", "pi_af_elements", "pi_af_attributes", "pi_event_frames"]
+# The tables the ``pi`` source reads; schemas and keys come from the registry (piflow.tables).
+TABLES = list(TABLE_SCHEMAS)
+STREAMED = "pi_values"  # the one table read incrementally (ingestion "append"); the others are snapshots
+CURSOR_FIELDS = {"pi_values": "timestamp", "pi_event_frames": "start_time"}  # the time each table's rows follow
 
-METADATA: dict[str, dict[str, Any]] = {
-    "pi_values": {"primary_keys": ["webid", "timestamp", "seq"], "cursor_field": "timestamp",
-                  "ingestion_type": "append"},
-    "pi_points": {"primary_keys": ["webid"], "ingestion_type": "snapshot"},
-    "pi_af_elements": {"primary_keys": ["webid"], "ingestion_type": "snapshot"},
-    "pi_af_attributes": {"primary_keys": ["webid"], "ingestion_type": "snapshot"},
-    "pi_event_frames": {"primary_keys": ["webid"], "cursor_field": "start_time", "ingestion_type": "snapshot"},
-}
+
+def table_metadata(table: str) -> dict[str, Any]:
+    """What ``read_table_metadata`` answers for ``table``: key, cursor and ingestion type."""
+    meta: dict[str, Any] = {"primary_keys": list(REGISTRY[table].key)}
+    if table in CURSOR_FIELDS:
+        meta["cursor_field"] = CURSOR_FIELDS[table]
+    meta["ingestion_type"] = "append" if table == STREAMED else "snapshot"
+    return meta
 
 
 def _json_value(v: Any) -> Any:
@@ -70,7 +75,7 @@ class PiLakeflowConnect:
     """The PI System as a Lakeflow community connector (see the module docstring)."""
 
     def __init__(self, options: dict[str, str]) -> None:
-        self._options = SourceOptions.parse({**options, "table": "pi_values"})
+        self._options = SourceOptions.parse({**options, "table": STREAMED})
         self._caps: dict[str, int] = {}  # per table-options: the end fixed at first use
         self._sources: dict[str, PiSource] = {}
 
@@ -85,14 +90,13 @@ class PiLakeflowConnect:
         return spark_schema(table_schema(self._table(table_name)), long_ints=True)
 
     def read_table_metadata(self, table_name: str, table_options: dict[str, str]) -> dict[str, Any]:
-        meta = METADATA[self._table(table_name)]
-        return {k: (list(v) if isinstance(v, list) else v) for k, v in meta.items()}
+        return table_metadata(self._table(table_name))
 
     def read_table(self, table_name: str, start_offset: dict[str, Any] | None,
                    table_options: dict[str, str]) -> tuple[Iterator[dict[str, Any]], dict[str, Any] | None]:
         """One micro-batch: (records, end offset). Snapshot tables: everything, offset None."""
         table = self._table(table_name)
-        if table != "pi_values":
+        if table != STREAMED:
             parts = self.get_partitions(table, table_options)
             return self._chain(table, parts, table_options), None
         end = self.latest_offset(table, table_options, start_offset)
@@ -101,7 +105,7 @@ class PiLakeflowConnect:
 
     # ---- partitioned reads (SupportsPartition / SupportsPartitionedStream) ----------------------------------
     def is_partitioned(self, table_name: str) -> bool:
-        return self._table(table_name) == "pi_values"
+        return self._table(table_name) == STREAMED
 
     def latest_offset(self, table_name: str, table_options: dict[str, str],
                       start_offset: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -17,24 +17,20 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from piflow import schema
 from piflow.errors import ConfigError
 from piflow.pitime import from_ticks, parse_pi_time, to_ticks
 from piflow.planner import PointRef
 from piflow.spark import plan
-from piflow.spark.options import SourceOptions
+from piflow.spark.options import TABLE_ALIASES, SourceOptions
+from piflow.tables import TABLES
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Spec = dict[str, Any]
 
-# The tables a Spark read can produce (schema.TABLES also holds the AF tables of piflow.af_schema; going
-# through it avoids importing af_schema before schema, which the two modules' mutual import does not allow).
-TABLE_SCHEMAS: dict[str, pa.Schema] = {
-    name: schema.TABLES[name]
-    for name in ("pi_values", "pi_points", "pi_af_elements", "pi_af_attributes", "pi_event_frames")
-}
+# The tables a Spark read can produce (those the ``table`` option names), with the registry's schemas.
+TABLE_SCHEMAS: dict[str, pa.Schema] = {name: TABLES[name].schema for name in dict.fromkeys(TABLE_ALIASES.values())}
 POINT_FIELDS = ("Items.WebId;Items.Id;Items.Name;Items.Path;Items.Descriptor;Items.PointClass;Items.PointType;"
                 "Items.DigitalSetName;Items.EngineeringUnits;Items.Span;Items.Zero;Items.Step;Items.Future")
 
@@ -231,7 +227,7 @@ async def read_points(opts: SourceOptions, spec: Spec) -> pa.Table:
 
     now = datetime.now(UTC)
     rows = [point_row(obj, name, now) for name, obj in await list_point_objects(opts, spec["server"])]
-    return pa.Table.from_pylist(rows, schema=schema.PI_POINTS)
+    return pa.Table.from_pylist(rows, schema=TABLE_SCHEMAS["pi_points"])
 
 
 def _database(entry: Sequence[str]) -> Any:

@@ -1,12 +1,13 @@
 """``piflow uc register``: the piflow tables in Unity Catalog, with comments and tags, through databricks-sdk.
 
 Steps: the schema is looked up and, if missing and allowed (``create_schema``), created; each table is created
-if it does not exist (``CREATE TABLE IF NOT EXISTS`` with the contract's columns; ``LOCATION <root>/<table>``
-for external tables, none for managed ones), then its table and column comments are set from the contract
-(so re-running refreshes them on existing tables) and it is tagged with the PI source server and the point
-filter. Tables and comments go through the SQL Statement Execution API on a SQL warehouse, which is what
-supports comments, partitioning and tags on both managed and external tables; the schema goes through the
-Unity Catalog REST API. Nothing secret is sent or written: the PI credentials are not involved at all.
+if it does not exist (``CREATE TABLE IF NOT EXISTS`` with the registry's columns, partitioning and properties;
+``LOCATION <root>/<table>`` for external tables, none for managed ones), then its table and column comments are
+set from the registry (:mod:`piflow.tables`; re-running refreshes them on existing tables) and it is tagged
+with the PI source server and the point filter. Tables and comments go through the SQL Statement Execution
+API on a SQL warehouse, which is what supports comments, partitioning and tags on both managed and external
+tables; the schema goes through the Unity Catalog REST API. Nothing secret is sent or written: the PI
+credentials are not involved at all.
 """
 
 from __future__ import annotations
@@ -20,111 +21,15 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from piflow.errors import ConfigError, PiflowError
-from piflow.spark.source import TABLE_SCHEMAS
+from piflow.tables import TABLES as REGISTRY
 
 if TYPE_CHECKING:
     from piflow.config import PiflowSettings
 
 log = logging.getLogger(__name__)
 
-TABLES = ("pi_values", "pi_points", "pi_af_elements", "pi_af_attributes", "pi_event_frames")
-PARTITIONS = {"pi_values": ("date",)}
-CHANGE_FEED = {"pi_points", "pi_af_elements", "pi_af_attributes", "pi_event_frames"}
-
-_SHARED = {
-    "webid": "PI Web API WebID 2.0 (Full) of the object; the key",
-    "id": "the object's PI/AF identifier (point ID or AF GUID); stable across renames",
-    "server": "PI Data Archive or AF server name",
-    "database": "AF database name",
-    "name": "name as PI shows it",
-    "path": "PI path (\\\\SERVER\\NAME or the AF path)",
-    "description": "description as configured in AF",
-    "template": "AF template name",
-    "categories": "AF category names",
-    "has_children": "whether the object has children in PI",
-    "is_deleted": "tombstone: the object no longer exists in PI (kept for history and joins)",
-    "first_seen": "when piflow first saw this object (UTC)",
-    "last_seen": "when piflow last saw this object, or when it saw it vanish (UTC)",
-    "parent_webid": "WebID of the parent object (null at the top)",
-    "units": "engineering units abbreviation",
-    "step": "stepped (true) or interpolated (false) values",
-}
-
-COMMENTS: dict[str, tuple[str, dict[str, str]]] = {
-    "pi_values": ("Recorded PI values, one row per event, exactly once (piflow; key webid, timestamp, seq)", {
-        "webid": "WebID of the PI point (joins pi_points.webid)",
-        "timestamp": "event time (UTC, microseconds)",
-        "seq": "0, 1, ... for events of one point sharing a timestamp, in PI's order",
-        "date": "UTC date of the timestamp (partition column)",
-        "value_kind": "which column holds the value: number, string, timestamp, digital, system or null",
-        "value_double": "numeric value (integers and booleans as numbers)",
-        "value_string": "string value, or a Timestamp point's value as ISO-8601 text",
-        "state_code": "digital or system state code",
-        "state_name": "digital or system state name (e.g. 'I/O Timeout')",
-        "is_system": "the value is a PI system state",
-        "good": "PI quality flag Good",
-        "questionable": "PI quality flag Questionable",
-        "substituted": "PI quality flag Substituted (the value was edited)",
-        "annotated": "PI quality flag Annotated",
-        "units": "engineering units of the value",
-        "source": "how piflow got the value: recorded, channel or update",
-        "ingested_at": "when piflow read the value (UTC)",
-    }),
-    "pi_points": ("PI points of the data servers (piflow; merged on webid, tombstones for deleted points)", {
-        **{k: _SHARED[k] for k in ("webid", "id", "name", "path", "server", "step", "is_deleted", "first_seen",
-                                   "last_seen")},
-        "descriptor": "the point's descriptor",
-        "point_class": "PI point class (classic, base, ...)",
-        "point_type": "PI point type: Float32, Float64, Int16, Int32, Digital, String, Timestamp, Blob",
-        "digital_set": "digital state set of a Digital point",
-        "engineering_units": "engineering units",
-        "span": "configured span",
-        "zero": "configured zero",
-        "future": "whether the point holds future data",
-    }),
-    "pi_af_elements": ("AF elements (piflow; merged on webid, tombstones for removed elements)", {
-        **{k: _SHARED[k] for k in ("webid", "id", "server", "database", "name", "path", "description",
-                                   "parent_webid", "template", "categories", "has_children", "is_deleted",
-                                   "first_seen", "last_seen")},
-        "database_webid": "WebID of the AF database",
-        "depth": "depth below the database root (0 at the top)",
-    }),
-    "pi_af_attributes": ("AF attributes with their PI point references and static values (piflow)", {
-        **{k: _SHARED[k] for k in ("webid", "id", "server", "database", "name", "path", "description",
-                                   "categories", "has_children", "units", "step", "is_deleted", "first_seen",
-                                   "last_seen")},
-        "element_webid": "WebID of the owning AF element (joins pi_af_elements.webid)",
-        "parent_webid": "WebID of the parent attribute for child attributes",
-        "type": "AF value type",
-        "type_qualifier": "AF type qualifier (e.g. the enumeration set)",
-        "units_name": "engineering units full name",
-        "data_reference": "data reference plug-in ('PI Point', 'Formula', ...); null for static attributes",
-        "config_string": "data reference configuration string",
-        "static_value": "a static attribute's value as text",
-        "static_value_double": "a static attribute's value when it is a number",
-        "point_path": "\\\\SERVER\\TAG of the referenced PI point",
-        "point_webid": "WebID of the referenced PI point (joins pi_points.webid and pi_values.webid)",
-        "error": "why point_webid or static_value is null although expected",
-        "is_configuration_item": "AF configuration item flag",
-        "is_excluded": "AF excluded flag",
-        "is_hidden": "AF hidden flag",
-    }),
-    "pi_event_frames": ("AF event frames (piflow; merged on webid, open frames re-read until they close)", {
-        **{k: _SHARED[k] for k in ("webid", "id", "server", "database", "name", "path", "description",
-                                   "template", "categories", "is_deleted", "first_seen", "last_seen")},
-        "severity": "event frame severity",
-        "start_time": "start of the event (UTC)",
-        "end_time": "end of the event (UTC); null while in progress",
-        "in_progress": "the event has not ended yet",
-        "primary_element_webid": "WebID of the primary referenced element (joins pi_af_elements.webid)",
-        "ref_element_webids": "WebIDs of all referenced elements",
-        "is_acknowledged": "acknowledged flag",
-        "can_be_acknowledged": "whether the frame can be acknowledged",
-        "is_annotated": "annotated flag",
-        "is_locked": "locked flag",
-        "are_values_captured": "whether attribute values were captured at the end",
-    }),
-}
+# Every table of the registry (asset views have a schema per template, so a view is registered by Spark itself).
+TABLES = tuple(REGISTRY)
 
 
 # ---- SQL (pure) ------------------------------------------------------------------------------------------------
@@ -170,23 +75,21 @@ class Registration:
 
 
 def table_statements(reg: Registration, table: str) -> list[str]:
-    """Create (if missing), comment (table and every column) and tag one table."""
-    schema = TABLE_SCHEMAS[table]
-    table_comment, columns = COMMENTS[table]
-    missing = [f.name for f in schema if f.name not in columns]
-    if missing:
-        raise ValueError(f"no comment for {table}.{missing[0]}")
+    """Create (if missing), comment (table and every column) and tag one table, all from the registry."""
+    spec = REGISTRY[table]
+    schema, table_comment, columns = spec.schema, spec.comment, spec.comments()
     name = reg.full(table)
     cols = ",\n  ".join(f"{quote_ident(f.name)} {sql_type(f.type)}{'' if f.nullable else ' NOT NULL'} "
                         f"COMMENT {quote_str(columns[f.name])}" for f in schema)
     create = f"CREATE TABLE IF NOT EXISTS {name} (\n  {cols}\n) USING DELTA"
-    if table in PARTITIONS:
-        create += f" PARTITIONED BY ({', '.join(quote_ident(c) for c in PARTITIONS[table])})"
+    if spec.partition_by:
+        create += f" PARTITIONED BY ({', '.join(quote_ident(c) for c in spec.partition_by)})"
     if reg.location:
         create += f" LOCATION {quote_str(reg.location.rstrip('/') + '/' + table)}"
     create += f" COMMENT {quote_str(table_comment)}"
-    if table in CHANGE_FEED:
-        create += " TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true')"
+    if spec.properties:
+        pairs = ", ".join(f"{quote_str(k)} = {quote_str(v)}" for k, v in spec.properties.items())
+        create += f" TBLPROPERTIES ({pairs})"
     out = [create, f"COMMENT ON TABLE {name} IS {quote_str(table_comment)}"]
     out += [f"ALTER TABLE {name} ALTER COLUMN {quote_ident(f.name)} COMMENT {quote_str(columns[f.name])}"
             for f in schema]
@@ -276,11 +179,13 @@ def source_tags(url: str, points: str, server: str | None = None) -> dict[str, s
 
 def register_from_settings(settings: PiflowSettings, *, catalog: str, schema: str, warehouse_id: str,
                            location: str | None = None, create_schema: bool = True, host: str | None = None,
-                           profile: str | None = None, tables: Sequence[str] = TABLES) -> RegisterResult:
+                           profile: str | None = None, tables: Sequence[str] | None = None) -> RegisterResult:
     """``piflow uc register``: tags from piflow's settings (PI server and point filter), workspace from the
-    usual Databricks configuration (``DATABRICKS_HOST``/``DATABRICKS_TOKEN``, a profile, or ``host``)."""
+    usual Databricks configuration (``DATABRICKS_HOST``/``DATABRICKS_TOKEN``, a profile, or ``host``).
+    ``tables`` None: every table of the registry."""
     tags = source_tags(settings.url or "", settings.points, settings.server)
-    reg = Registration(catalog=catalog, schema=schema, location=location, tags=tags, tables=tuple(tables))
+    reg = Registration(catalog=catalog, schema=schema, location=location, tags=tags,
+                       tables=TABLES if tables is None else tuple(tables))
     return register(workspace(host=host, profile=profile), reg, warehouse_id=warehouse_id,
                     create_schema=create_schema)
 
