@@ -4,15 +4,15 @@ REST pages (``streams/.../recorded``, ``streamsets/recorded``) and channel messa
 one decoder serves them all. Bodies are decoded with msgspec into typed structs (no dict per value); a body
 that strict JSON rejects (PI can write ``NaN``) gets one tolerant second pass through the stdlib parser.
 
-Every value keeps its meaning: numbers in ``value_double``, strings in ``value_string``, digital and system
-states in ``state_code``/``state_name``/``is_system``. Nothing is coerced into a null double. A numeric point
-whose value arrives as a string (``"12.5"``, ``"NaN"``) is parsed when the point type says it is numeric.
+Every value keeps its meaning, classified by :func:`piflow.pi_values.classify` (the one classification every
+table uses): numbers in ``value_double``, strings and timestamps in ``value_string``, digital and system states
+in ``state_code``/``state_name``/``is_system``; nothing is coerced into a null double. The common shapes of a
+stream (all numbers, numbers with a few states) take column-at-a-time shortcuts that agree with it.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,17 +25,7 @@ import pyarrow.compute as pc
 
 from piflow import schema
 from piflow.errors import BadResponseError, DecodeError
-
-NUMERIC_POINT_TYPES = frozenset({"Float16", "Float32", "Float64", "Int16", "Int32", "Int64"})
-
-
-class PiState(msgspec.Struct, omit_defaults=True, gc=False):
-    """A digital or system state: ``{Name, Value, IsSystem}``."""
-
-    Name: str | None = None
-    Value: int | None = None
-    IsSystem: bool = False
-
+from piflow.pi_values import PiState, classify_many
 
 PiScalar = float | int | str | bool | PiState | None
 
@@ -72,10 +62,10 @@ class StreamsetPage(msgspec.Struct, gc=False):
     WebException: Any = None
 
 
-_NUMBER, _STRING, _TIMESTAMP, _DIGITAL, _SYSTEM, _NULL = (schema.VALUE_KINDS.index(k) for k in (
-    schema.KIND_NUMBER, schema.KIND_STRING, schema.KIND_TIMESTAMP, schema.KIND_DIGITAL, schema.KIND_SYSTEM,
-    schema.KIND_NULL))
 _KINDS = pa.array(schema.VALUE_KINDS, pa.string())
+_KIND_INDEX = {k: i for i, k in enumerate(schema.VALUE_KINDS)}
+_NUMBER = _KIND_INDEX[schema.KIND_NUMBER]
+_DIGITAL, _SYSTEM = _KIND_INDEX[schema.KIND_DIGITAL], _KIND_INDEX[schema.KIND_SYSTEM]
 _NUMBER_TYPES = frozenset({float, int})
 _NUMBER_OR_STATE = frozenset({float, int, PiState})
 _stream_decoder = msgspec.json.Decoder(StreamPage)
@@ -183,7 +173,7 @@ class ColumnBuilder:
         code: list[int | None] = [None] * n
         name: list[str | None] = [None] * n
         system = [False] * n
-        for i in states:
+        for i in states:  # msgspec typed these PiState: the rule of pi_values.state_of, inlined for speed
             x = vals[i]
             dbl[i] = None
             kind[i] = _SYSTEM if x.IsSystem else _DIGITAL
@@ -196,31 +186,13 @@ class ColumnBuilder:
         self.system.extend(system)
 
     def _general(self, vals: list[Any], point_type: str | None) -> None:
-        numeric = point_type in NUMERIC_POINT_TYPES
-        timestamp_point = point_type == "Timestamp"
-        a_kind, a_dbl, a_txt = self.kind.append, self.dbl.append, self.txt.append
-        a_code, a_name, a_sys = self.code.append, self.sname.append, self.system.append
-        for val in vals:
-            kind, dbl, txt, code, name, system = _NULL, None, None, None, None, False
-            if isinstance(val, bool):
-                kind, dbl = _NUMBER, (1.0 if val else 0.0)
-            elif isinstance(val, (float, int)):
-                kind, dbl = _NUMBER, float(val)
-            elif isinstance(val, str):
-                number = _numeric_string(val) if numeric else None
-                if number is not None:
-                    kind, dbl = _NUMBER, number
-                else:
-                    kind, txt = (_TIMESTAMP if timestamp_point else _STRING), val
-            elif isinstance(val, PiState):
-                kind = _SYSTEM if val.IsSystem else _DIGITAL
-                code, name, system = val.Value, val.Name, bool(val.IsSystem)
-            a_kind(kind)
-            a_dbl(dbl)
-            a_txt(txt)
-            a_code(code)
-            a_name(name)
-            a_sys(system)
+        cols = classify_many(vals, point_type)
+        self.kind.extend(map(_KIND_INDEX.__getitem__, cols.kind))
+        self.dbl.extend(cols.double)
+        self.txt.extend(cols.string)
+        self.code.extend(cols.state_code)
+        self.sname.extend(cols.state_name)
+        self.system.extend(cols.is_system)
 
     def table(self, ingested_at: datetime | None = None, before_ns: int | None = None) -> pa.Table:
         """The rows as one table; ``before_ns`` drops events at or after it (half-open windows).
@@ -312,14 +284,6 @@ def _parses(text: str) -> bool:
     except pa.ArrowInvalid:
         return False
     return True
-
-
-def _numeric_string(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if not math.isnan(value) or text.strip().lower() == "nan" else None
 
 
 def run_seq(runs: Sequence[tuple[str, int]], t: np.ndarray) -> np.ndarray | None:

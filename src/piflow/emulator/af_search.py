@@ -1,23 +1,14 @@
-"""Name matching for the AF routes: PI's ``*``/``?`` wildcards and the supported subset of the element-search query.
-
-Separate from ``af.py`` because it is pure text matching, used by the element search, the event-frame search
-(``eventframes.py``) and the routes.
+"""Name matching for the AF routes: the supported subset of the element-search query, its values matched as PI
+name filters (:mod:`piflow.wildcards`, shared with the jobs so that server and client agree on a filter). Pure
+text matching, used by the element search.
 """
 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 from piflow.emulator.af_records import ElementInfo
-
-
-@lru_cache(maxsize=512)
-def wildcard(pattern: str) -> re.Pattern[str]:
-    """PI name filters: ``*`` any run, ``?`` one character, case-insensitive, whole-name match."""
-    rx = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile(rx, re.IGNORECASE | re.DOTALL)
-
+from piflow.wildcards import wildcard
 
 _QUERY_FIELDS = {"name": "name", "template": "template", "templatename": "template", "category": "category",
                  "categoryname": "category", "description": "description"}

@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from piflow.emulator.model import _TYPE_CUTS, EQUIPMENT, POINT_TYPES, SITES, Model, PointSpec, _mix
-from piflow.emulator.query import wildcard
 from piflow.emulator.responses import pi_error
+from piflow.wildcards import wildcard
 
 I64 = npt.NDArray[np.int64]
 

@@ -1,4 +1,5 @@
-"""Pure helpers shared by the emulator's route modules: query parameters, selectedFields, name filters, paging.
+"""Pure helpers shared by the emulator's route modules: query parameters, selectedFields, paging (name filters are
+:mod:`piflow.wildcards`, shared with the jobs).
 
 PI Web API treats query parameter names case-insensitively (``webId`` and ``webid`` both work) and repeats a
 parameter to pass a list (``webId=A&webId=B``), which is why routes read :class:`QueryArgs` rather than
@@ -237,25 +238,7 @@ def prune_json(body: bytes, sel: Selection) -> bytes:
     return orjson.dumps(prune(orjson.loads(body), sel))
 
 
-# ---- name filters and paging -----------------------------------------------------------------------------
-@lru_cache(maxsize=1024)
-def wildcard(pattern: str | None) -> re.Pattern[str]:
-    """PI name filter: ``*`` any run, ``?`` one character, case-insensitive, whole name; empty matches all."""
-    if pattern is None or pattern.strip() in ("", "*"):
-        return re.compile(r".*", re.DOTALL)
-    parts = ["." if ch == "?" else ".*" if ch == "*" else re.escape(ch) for ch in pattern.strip()]
-    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
-
-
-def is_wildcard_all(pattern: str | None) -> bool:
-    """True when a name filter lets everything through (so a lazy catalog need not build names)."""
-    return pattern is None or pattern.strip() in ("", "*")
-
-
-def name_matches(pattern: str | None, name: str) -> bool:
-    return wildcard(pattern).fullmatch(name) is not None
-
-
+# ---- paging -----------------------------------------------------------------------------
 def page(items: Sequence[T], start_index: int, max_count: int) -> list[T]:
     """``startIndex``/``maxCount`` paging: silent truncation, an index past the end gives an empty page."""
     return list(items[start_index:start_index + max_count])

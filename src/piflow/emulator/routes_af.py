@@ -25,7 +25,6 @@ from piflow.emulator.af_records import (
     ServerInfo,
     TemplateInfo,
 )
-from piflow.emulator.af_search import wildcard
 from piflow.emulator.eventframes import (
     DIRECTIONAL_MODES,
     IN_PROGRESS_END,
@@ -43,6 +42,7 @@ from piflow.emulator.responses import json_response, pi_error
 from piflow.emulator.serialize import good_value_dict
 from piflow.emulator.state import EmulatorState
 from piflow.pitime import format_ticks
+from piflow.wildcards import wildcard
 
 router = APIRouter()
 T = TypeVar("T")

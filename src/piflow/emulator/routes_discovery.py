@@ -28,11 +28,11 @@ from piflow.emulator.plumbing import (
     webid_type,
 )
 from piflow.emulator.profile import list_page, profile_of
-from piflow.emulator.query import is_wildcard_all, wildcard
 from piflow.emulator.responses import pi_error
 from piflow.emulator.settings import ProfileSettings
 from piflow.emulator.state import EmulatorState
 from piflow.pitime import TICKS_PER_SECOND, to_ticks
+from piflow.wildcards import matches_everything, wildcard
 
 router = APIRouter()
 
@@ -213,7 +213,7 @@ def dataserver_points(web_id: str, request: Request) -> Response:
     name_filter = q.get("nameFilter")
     rx = wildcard(name_filter)
     n = st.model.config.points
-    if is_wildcard_all(name_filter):
+    if matches_everything(name_filter):
         fetched: Sequence[int] = range(min(n, start), min(n, end))
     else:
         names = point_names(st.model, server)

@@ -1,6 +1,6 @@
 """The AF JSON of one database as ``pi_af_elements`` and ``pi_af_attributes`` rows (pure): parents from paths, PI
-point references from config strings and ``Point`` links, static values as text and number. Separate from the
-reading so that it runs without a server (in tests, in Spark executors).
+point references from config strings and ``Point`` links, static values as text and number. Pure, so it
+runs without a server (in tests, in Spark executors).
 """
 
 from __future__ import annotations

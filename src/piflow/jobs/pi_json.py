@@ -1,14 +1,15 @@
 """Pure readers of PI Web API JSON shared by the AF-side jobs (``af``, ``events``, ``view``): the WebID at the end
-of a link, a PI value as text and number, the error a stream-set item carries, and the ``Json``/``Row`` aliases.
+of a link, the error a stream-set item carries, and the ``Json``/``Row`` aliases. A PI value as text and number
+is :func:`piflow.pi_values.value_text` (re-exported here), one classification with every other table's.
 
-Separate from the request plumbing and the row builders so that pure code can use them without importing any I/O.
+Pure: code without I/O (the row builders, tests) uses them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
+from piflow.pi_values import value_text as value_text
 
 Json = dict[str, Any]
 Row = dict[str, Any]
@@ -21,21 +22,6 @@ def link_webid(obj: Json, name: str) -> str | None:
     if not isinstance(url, str) or "/" not in url:
         return None
     return url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0] or None
-
-
-def value_text(value: Any) -> tuple[str | None, float | None]:
-    """A PI value as (text, number): states by name, booleans as true/false and 1/0 (pure)."""
-    if value is None:
-        return None, None
-    if isinstance(value, bool):
-        return ("true" if value else "false"), float(value)
-    if isinstance(value, int | float):
-        return (str(value) if isinstance(value, int) else repr(float(value))), float(value)
-    if isinstance(value, str):
-        return value, None
-    if isinstance(value, dict) and "Name" in value:
-        return str(value.get("Name")), None
-    return orjson.dumps(value).decode("utf-8"), None
 
 
 def stream_error(item: Json) -> str | None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import fnmatch
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from piflow.jobs.watermarks import read_watermarks
 from piflow.sinks.delta import DeltaSink
+from piflow.wildcards import wildcard
 
 if TYPE_CHECKING:
     from piflow.config import PiflowSettings
@@ -19,11 +19,11 @@ def status_rows(settings: PiflowSettings, now: datetime | None = None) -> list[d
     sink = DeltaSink(settings.target)
     marks = read_watermarks(sink)
     points = sink.read("pi_points", columns=["webid", "name", "is_deleted"]).to_pylist()
-    pattern = settings.points.upper()
+    rx = wildcard(settings.points)
     now = now or datetime.now(UTC)
     rows: list[dict[str, object]] = []
     for p in sorted(points, key=lambda r: r["name"]):
-        if p["is_deleted"] or not fnmatch.fnmatchcase(p["name"].upper(), pattern):
+        if p["is_deleted"] or not rx.fullmatch(p["name"]):
             continue
         us = marks.get(p["webid"])
         wm = datetime.fromtimestamp(us / 1_000_000, UTC) if us is not None else None

@@ -122,11 +122,20 @@ def _complete(table: str, args: argparse.Namespace) -> bool:
     return False  # event frames are read over a window
 
 
+def changed_sql(columns: Sequence[str]) -> str:
+    """The condition under which a matched row ``t`` differs from its source row ``s`` (null-safe; ``webid``,
+    ``first_seen`` and ``last_seen`` are not content)."""
+    compared = [c for c in columns if c not in ("webid", "first_seen", "last_seen")]
+    return " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in compared) or "false"
+
+
 def merge_sql(target: str, source_view: str, columns: Sequence[str], *, complete: bool) -> str:
-    """MERGE on webid keeping ``first_seen``; tombstones for vanished rows when the read was complete."""
+    """MERGE on webid keeping ``first_seen``; a row is updated only when its content changed, so ``last_seen``
+    is when piflow last saw it change, as with the local jobs (``merged_tables.merge_changes``); tombstones for
+    vanished rows when the read was complete."""
     updates = ", ".join(f"t.`{c}` = s.`{c}`" for c in columns if c not in ("webid", "first_seen"))
     sql = (f"MERGE INTO {target} t USING {source_view} s ON t.webid = s.webid "
-           f"WHEN MATCHED THEN UPDATE SET {updates} WHEN NOT MATCHED THEN INSERT *")
+           f"WHEN MATCHED AND ({changed_sql(columns)}) THEN UPDATE SET {updates} WHEN NOT MATCHED THEN INSERT *")
     if complete:
         sql += (" WHEN NOT MATCHED BY SOURCE AND NOT t.is_deleted THEN UPDATE SET t.is_deleted = true, "
                 "t.last_seen = current_timestamp()")
