@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
@@ -234,7 +234,7 @@ class PiflowSettings(BaseSettings):
 
     @property
     def window_delta(self) -> timedelta | None:
-        """The backfill window per request, or None for "auto" (the planner decides)."""
+        """The backfill window, or None for "auto" (one day, the backfill's default)."""
         return None if self.window is None else parse_interval(self.window)
 
     @property
@@ -350,15 +350,14 @@ def normalise_url(url: str) -> str:
     """The PI Web API base as ``scheme://host[:port][/prefix]/piwebapi`` without a trailing slash.
 
     Users paste what their browser shows: with or without ``/piwebapi``, with a trailing slash, or a deeper
-    page such as ``.../piwebapi/dataservers``; all of these name the same base.
+    page such as ``.../piwebapi/dataservers``; all of these name the same base. The settings' checks come
+    first (their messages give an example, and a query string is refused); the normalising itself is the
+    client's, so that a URL given to the client directly ends up the same.
     """
-    scheme, netloc, path = split_http_url("url", url)
-    segments = [s for s in path.split("/") if s]
-    lowered = [s.lower() for s in segments]
-    if "piwebapi" in lowered:
-        segments = segments[: lowered.index("piwebapi")]
-    prefix = "/".join(segments)
-    return urlunsplit((scheme, netloc, f"/{prefix}/piwebapi" if prefix else "/piwebapi", "", ""))
+    split_http_url("url", url)
+    from piflow.client.http import normalise_base_url  # here: settings without a URL load without httpx
+
+    return normalise_base_url(url)
 
 
 # --- TOML -------------------------------------------------------------------------------------------------

@@ -38,6 +38,25 @@ class RecordingSleep:
         await asyncio.sleep(0)
 
 
+class ForeverSleep:
+    """An injectable sleep that never ends by itself (only a cancel ends it); ``started`` is set once something
+    waits in it."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.delays: list[float] = []
+        self.cancelled = 0
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        self.started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+
 @pytest.fixture
 def sleeper() -> RecordingSleep:
     return RecordingSleep()

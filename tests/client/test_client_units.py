@@ -110,7 +110,7 @@ async def test_token_bucket_serves_concurrent_callers_one_at_a_time() -> None:
     ("https://pi.example.com/", "https://pi.example.com/piwebapi"),
     ("https://pi.example.com/piwebapi", "https://pi.example.com/piwebapi"),
     ("https://pi.example.com/piwebapi/", "https://pi.example.com/piwebapi"),
-    ("https://pi.example.com/PIWebAPI/", "https://pi.example.com/PIWebAPI"),
+    ("https://pi.example.com/PIWebAPI/", "https://pi.example.com/piwebapi"),
     ("http://127.0.0.1:8080/proxy/piwebapi", "http://127.0.0.1:8080/proxy/piwebapi"),
     ("http://127.0.0.1:8080/proxy", "http://127.0.0.1:8080/proxy/piwebapi"),
 ])

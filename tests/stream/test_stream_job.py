@@ -24,8 +24,9 @@ import pytest
 from piflow.emulator.routes_streaming import changed_items, resolve_stream, stream_item, value_dicts
 from piflow.emulator.server import EmulatorServer
 from piflow.emulator.truth import recorded_truth
-from piflow.jobs.common import RunResult, open_client, selected_points
+from piflow.jobs.common import selected_points
 from piflow.jobs.discover import run_discover
+from piflow.jobs.runs import RunResult, open_client
 from piflow.jobs.stream import StreamJob, StreamOptions, run_stream
 from piflow.pitime import parse_iso_ticks, to_ticks
 from piflow.sinks.delta import DeltaSink

@@ -12,7 +12,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from piflow import schema
-from piflow.jobs.sync import existing_rows
+from piflow.jobs.value_diff import existing_rows
 from piflow.jobs.watermarks import advance_watermarks, read_watermarks
 from piflow.sinks.delta import DeltaSink, Write
 

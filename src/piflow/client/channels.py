@@ -7,8 +7,8 @@ the client sends nothing and there is no resume point, which is why the stream j
 
 - the same headers as :class:`~piflow.client.http.PiHttp` (its auth object, user agent), one refresh after a
   401, TLS verification from the same setting;
-- handshake answers translated into :mod:`piflow.errors`: transient (429, 5xx, network) vs refused. A server
-  or proxy that answers the upgrade with plain HTTP (200, 400, 405, 426, 501, ...) raises
+- handshake answers translated into :mod:`piflow.errors` as for REST calls (transient, auth, not found); a
+  server or proxy that answers the upgrade with any other HTTP answer (200, 400, 405, 426, 501, ...) raises
   :class:`ChannelUnavailableError`, so the job can fall back to stream updates or polling;
 - dead-socket detection: :meth:`Channel.receive` gives up when neither a message nor a heartbeat arrived for
   ``dead_after_s`` (PI sends an empty message after ``heartbeatRate`` idle polling cycles);
@@ -44,13 +44,20 @@ from websockets.exceptions import (
 from piflow import decode
 from piflow.client.http import DEFAULT_USER_AGENT, PiHttp, display_url, error_for_status, errors_of
 from piflow.client.retry import parse_retry_after
-from piflow.errors import AuthError, BadResponseError, ConfigError, NetworkError, NotFoundError, PiApiError
+from piflow.errors import (
+    AuthError,
+    BadResponseError,
+    ConfigError,
+    NetworkError,
+    NotFoundError,
+    PiApiError,
+    TransientError,
+)
 
 _log = logging.getLogger(__name__)
 
 CHANNEL_PATH = "streamsets/channel"
 DEFAULT_MAX_URL_CHARS = 8000  # HTTP.sys and uvicorn's WebSocket server stop at about 8 KB per request line
-_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
 class ChannelUnavailableError(PiApiError):
@@ -151,14 +158,14 @@ def plan_sockets(base_url: str, webids: Sequence[str], max_points: int, max_url_
 def handshake_error(status: int, body: bytes, url: str, retry_after: float | None = None) -> PiApiError:
     """The exception for a handshake answered with HTTP ``status`` instead of 101 Switching Protocols.
 
-    401/403 are auth errors and 429/5xx transient, exactly as for REST calls; 404 stays a NotFoundError (an
-    unknown WebID, or a server that does not route the path: the caller tells these apart with REST). Any
-    other answer means the upgrade is not possible here.
+    The same exception as a REST call with that answer when it is transient (429, 5xx, 408), an auth error
+    (401/403), or a NotFoundError (404: an unknown WebID, or a server that does not route the path: the caller
+    tells these apart with REST). Any other answer means the upgrade is not possible here.
     """
     errors = errors_of(body)
-    if status in (401, 403, 404) or status in _TRANSIENT_STATUS:
-        return error_for_status(status, errors, url=url, retry_after=retry_after,
-                                reason="WebSocket handshake refused")
+    exc = error_for_status(status, errors, url=url, retry_after=retry_after, reason="WebSocket handshake refused")
+    if isinstance(exc, TransientError | AuthError | NotFoundError):
+        return exc
     detail = "; ".join(errors)[:300] or "no upgrade"
     return ChannelUnavailableError(f"the WebSocket handshake got an HTTP answer instead of an upgrade ({detail})",
                                    status=status, url=url, errors=errors)

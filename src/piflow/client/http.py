@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from importlib import metadata
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -27,8 +26,9 @@ import httpx2
 import msgspec
 import orjson
 
+from piflow import __version__
 from piflow.client.auth import Auth, NoAuth
-from piflow.client.retry import Clock, RetryPolicy, Sleep, TokenBucket, parse_retry_after
+from piflow.client.retry import Backoff, Clock, RetryPolicy, Sleep, TokenBucket, parse_retry_after
 from piflow.errors import (
     AuthError,
     BadRequestError,
@@ -41,7 +41,6 @@ from piflow.errors import (
     RateLimitedError,
     ServerBusyError,
     TooManyItemsError,
-    TransientError,
     UnreachableError,
 )
 
@@ -62,19 +61,19 @@ _RAW = msgspec.json.Decoder(dict[str, msgspec.Raw] | list[msgspec.Raw])
 httpcore2.AsyncHTTP11Connection.READ_NUM_BYTES = 256 * 1024
 
 
-def _version() -> str:
-    try:
-        return metadata.version("piflow")
-    except metadata.PackageNotFoundError:
-        return "0"
-
-
-DEFAULT_USER_AGENT = f"piflow/{_version()}"
+DEFAULT_USER_AGENT = f"piflow/{__version__}"
 
 
 # ---- pure helpers ------------------------------------------------------------------------------------------
 def normalise_base_url(url: str) -> str:
-    """``https://host`` and ``https://host/piwebapi/`` both become ``https://host/piwebapi``."""
+    """The PI Web API base as ``scheme://host[:port][/prefix]/piwebapi``, without a trailing slash.
+
+    The one normaliser (settings use it too, :func:`piflow.config.normalise_url`). Users paste what their
+    browser shows: with or without ``/piwebapi``, a trailing slash, or a deeper page such as
+    ``.../piwebapi/dataservers``; all of these name the same base, cut at the ``piwebapi`` segment (any case).
+    A query string or fragment is dropped. Credentials in the URL are refused: httpx would send them as Basic
+    auth, around the auth setting and the rule that secrets never come from a URL.
+    """
     text = url.strip()
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -83,10 +82,11 @@ def normalise_base_url(url: str) -> str:
         raise ConfigError("url", f"{display_url(text)!r} carries a user name or password; give the URL without "
                                  "them and the credentials as settings (user, and the password in PIFLOW_PASSWORD "
                                  "or password_file), never in a URL")
-    path = parts.path.rstrip("/")
-    if not path.lower().endswith("/piwebapi"):
-        path = f"{path}/piwebapi"
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    segments = [s for s in parts.path.split("/") if s]
+    lowered = [s.lower() for s in segments]
+    if "piwebapi" in lowered:
+        segments = segments[:lowered.index("piwebapi")]
+    return urlunsplit((parts.scheme, parts.netloc, "/".join(["", *segments, "piwebapi"]), "", ""))
 
 
 def display_url(url: str) -> str:
@@ -427,9 +427,9 @@ class PiHttp:
         extra_headers: Mapping[str, str], decode: Callable[[bytes, int, str, str], T], *, authenticated: bool,
     ) -> T:
         url = self.url_for(path_or_url)
-        attempt, refreshed = 0, False
+        backoff = Backoff(self.retry, sleep=self._sleep)
+        refreshed = False
         while True:
-            attempt += 1
             headers: dict[str, str] = dict(extra_headers)
             if method != "GET":
                 headers["X-Requested-With"] = "XMLHttpRequest"
@@ -439,27 +439,21 @@ class PiHttp:
                 await self.auth.apply(headers, self)
             try:
                 return await self._attempt(method, url, params, content, headers, decode)
-            except AuthError as exc:
+            except PiApiError as exc:
                 self.errors += 1
-                if (exc.status == 401 and authenticated and not refreshed
-                        and await self.auth.refresh(headers)):
+                delay = backoff.next_delay(exc)  # counts the failed attempt, a 401 too: a refresh uses one up
+                if delay is not None:
+                    self.retries += 1
+                    _log.warning("%s %s: %s (attempt %d of %d), retrying in %.3f s", method, _path(url),
+                                 type(exc).__name__, backoff.failures, self.retry.max_attempts, delay)
+                    await backoff.wait(delay)
+                elif (authenticated and not refreshed and isinstance(exc, AuthError) and exc.status == 401
+                      and await self.auth.refresh(headers)):
                     refreshed = True
                     self.retries += 1
                     _log.warning("%s %s: 401, retrying once with refreshed credentials", method, _path(url))
-                    continue
-                raise
-            except TransientError as exc:
-                self.errors += 1
-                if not self.retry.should_retry(attempt):
+                else:
                     raise
-                delay = self.retry.delay(attempt, getattr(exc, "retry_after", None))
-                self.retries += 1
-                _log.warning("%s %s: %s (attempt %d of %d), retrying in %.3f s", method, _path(url),
-                             type(exc).__name__, attempt, self.retry.max_attempts, delay)
-                await self._sleep(delay)
-            except PiApiError:
-                self.errors += 1
-                raise
 
     async def _attempt(
         self, method: str, url: str, params: Params | None, content: bytes | None, headers: dict[str, str],

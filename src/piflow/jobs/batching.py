@@ -3,7 +3,7 @@ sent again (:func:`send_batch`), many GETs through few ``/batch`` calls (:func:`
 and the pages of a ``startIndex``/``maxCount`` list, either with a child request per item fanned out in the same
 ``/batch`` (:func:`fanout_pages`) or plain (:func:`paged_items`).
 
-Separate from what the jobs make of the answers: this module knows PI's paging and batch shapes, not the asset model.
+It knows PI's paging and batch shapes, not the asset model: what the answers mean is the jobs' business.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import orjson
 
 from piflow.client.api import BatchItem, keeping_links
 from piflow.client.http import errors_of
+from piflow.client.retry import Backoff, retriable
 from piflow.errors import PiApiError, TransientError
 from piflow.jobs.batch_direct import run_directly
 from piflow.jobs.pi_json import Json
@@ -38,7 +39,6 @@ _FanoutParts = tuple[int, list[Json], list[BatchItem] | None]  # a fan-out page:
 PAGE_SIZE = 1000
 BATCH_ITEMS = 500  # sub-requests per explicit /batch call
 CHUNK = 100  # WebIDs or paths per points/multiple or streamsets/value sub-request
-TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
 
 
 def resource(path: str, params: Iterable[tuple[str, Any]] = ()) -> str:
@@ -84,14 +84,20 @@ def sub_items(content: Any) -> list[BatchItem] | None:
     return out
 
 
+def transient_items(answers: Mapping[str, BatchItem]) -> dict[str, TransientError]:
+    """The answers that failed transiently, each as the exception a plain request would have raised (pure)."""
+    return {k: exc for k, a in answers.items() if (exc := item_error(a)) is not None and retriable(exc)}
+
+
 def retry_closure(body: Mapping[str, Mapping[str, Any]], answers: Mapping[str, BatchItem]) -> set[str]:
     """Ids to send again after transient failures: the failed ones, their children (answered 409) and the
     parents those need for their JSONPath parameters (pure)."""
-    return closure(body, {k for k, a in answers.items() if a.status in TRANSIENT})
+    return closure(body, set(transient_items(answers)))
 
 
 async def send_batch(client: PiClient, body: Mapping[str, Mapping[str, Any]]) -> dict[str, BatchItem]:
-    """One ``/batch`` call; items that failed transiently (429, 5xx) are sent again with backoff.
+    """One ``/batch`` call; items that failed transiently are sent again with the client's backoff, which
+    honours their ``Retry-After``.
 
     A server without ``/batch`` (404, 405, 403, 501) gets the sub-requests as plain requests from then on; ids an
     answer left out are sent again once in a ``/batch``, then as plain requests, never dropped.
@@ -108,16 +114,16 @@ async def send_batch(client: PiClient, body: Mapping[str, Mapping[str, Any]]) ->
         return await run_directly(client, body)
     client.caps.worked("batch")
     await _complete(client, body, answers)
-    policy = client.http.retry
-    attempt = 1
+    backoff = Backoff(client.http.retry, sleep=client.http.sleep)
     while True:
-        redo = retry_closure(body, answers)
-        if not redo or not policy.should_retry(attempt):
+        failed = transient_items(answers)
+        redo = closure(body, set(failed))
+        delay = backoff.next_delay(*failed.values()) if redo else None
+        if delay is None:
             return answers
         log.warning("batch: %d of %d items failed transiently, sending them again (attempt %d)", len(redo),
-                    len(body), attempt + 1)
-        await client.http.sleep(policy.delay(attempt, None))
-        attempt += 1
+                    len(body), backoff.failures + 1)
+        await backoff.wait(delay)
         again = {k: body[k] for k in redo}
         answers.update(await client.batch(again))
         await _complete(client, again, answers)

@@ -1,25 +1,19 @@
-"""Settings of ``piflow stream`` (:class:`StreamOptions`), its streaming modes and fixed read limits.
+"""Settings of ``piflow stream`` (:class:`StreamOptions`): which streaming modes to try, and fixed read limits.
 
-Separate from the job so the CLI, the docs and tests can build and validate options without the job's
-I/O machinery; nothing here touches the network or a table.
+The CLI, the docs and tests build and validate options here without the job's I/O machinery; nothing here
+touches the network or a table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from piflow.errors import ConfigError
+from piflow.jobs.stream_stats import MODES, StreamStats
 from piflow.pitime import parse_interval
 
-if TYPE_CHECKING:
-    from piflow.jobs.stream_stats import StreamStats
-
-MODE_CHANNELS = "channels"
-MODE_UPDATES = "updates"
-MODE_POLL = "poll"
-MODES = (MODE_CHANNELS, MODE_UPDATES, MODE_POLL)
 READ_GROUP = 100
 
 

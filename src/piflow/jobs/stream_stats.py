@@ -1,8 +1,10 @@
-"""The counters of a ``piflow stream`` run and the lines that report them.
+"""The counters of a ``piflow stream`` run, the names of the streaming modes they report, and the lines that
+report them.
 
 Pure: :class:`StreamStats` is what the status line, ``on_status`` observers and the run's details see;
 :class:`Delays` measures the job's own share of the lag. Kept apart from the job so reporting can be read and
-tested without it.
+tested without it. The mode names live here, below the options that choose among them, because a report
+says which mode ran.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from piflow.jobs.stream_news import News
-from piflow.jobs.stream_options import MODE_CHANNELS
+
+MODE_CHANNELS = "channels"
+MODE_UPDATES = "updates"
+MODE_POLL = "poll"
+MODES = (MODE_CHANNELS, MODE_UPDATES, MODE_POLL)
 
 
 @dataclass
