@@ -1,4 +1,17 @@
-"""piflow: AVEVA PI System (PI Web API) into Delta Lake tables."""
+"""piflow: AVEVA PI System (PI Web API) into Delta Lake tables.
+
+The names below are the public API: settings, the jobs, their run record, the client and the errors. Everything
+else (the modules under ``piflow.jobs``, ``piflow.client``, ``piflow.sinks``, ...) is internal and may change
+between versions; ``piflow.emulator`` and ``piflow.spark`` document their own entry points.
+
+``import piflow`` stays light (the CLI's start-up): the jobs and the client are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
 
 from piflow.errors import (
     AuthError,
@@ -17,26 +30,92 @@ from piflow.errors import (
     StateError,
     TooManyItemsError,
     TransientError,
+    UnreachableError,
+    WriteConflictError,
 )
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from piflow.client import BasicAuth, BearerAuth, KerberosAuth, OidcClientCredentials, PiClient, RetryPolicy
+    from piflow.config import PiflowSettings, load_settings
+    from piflow.jobs.af import run_af
+    from piflow.jobs.backfill import run_backfill
+    from piflow.jobs.discover import run_discover
+    from piflow.jobs.events import run_events
+    from piflow.jobs.optimize import run_optimize
+    from piflow.jobs.runs import RunResult
+    from piflow.jobs.stream import run_stream
+    from piflow.jobs.stream_options import StreamOptions
+    from piflow.jobs.sync import run_sync
+    from piflow.jobs.views import run_view
+
+
+def _version() -> str:
+    """The installed distribution's version: pyproject.toml is its one source."""
+    try:
+        return metadata.version("piflow")
+    except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
+
+# name -> module that defines it, imported on first access (PEP 562)
+_LAZY = {
+    "PiflowSettings": "piflow.config", "load_settings": "piflow.config",
+    "run_discover": "piflow.jobs.discover", "run_backfill": "piflow.jobs.backfill", "run_sync": "piflow.jobs.sync",
+    "run_stream": "piflow.jobs.stream", "StreamOptions": "piflow.jobs.stream_options", "run_af": "piflow.jobs.af",
+    "run_events": "piflow.jobs.events", "run_view": "piflow.jobs.views", "run_optimize": "piflow.jobs.optimize",
+    "RunResult": "piflow.jobs.runs",
+    "PiClient": "piflow.client", "BasicAuth": "piflow.client", "BearerAuth": "piflow.client",
+    "KerberosAuth": "piflow.client", "OidcClientCredentials": "piflow.client", "RetryPolicy": "piflow.client",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'piflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AuthError",
     "BadRequestError",
     "BadResponseError",
+    "BasicAuth",
+    "BearerAuth",
     "ConfigError",
     "ConflictError",
     "DecodeError",
+    "KerberosAuth",
     "NetworkError",
     "NotFoundError",
+    "OidcClientCredentials",
     "PiApiError",
+    "PiClient",
     "PiflowError",
+    "PiflowSettings",
     "RateLimitedError",
+    "RetryPolicy",
+    "RunResult",
     "ServerBusyError",
     "SinkError",
     "StateError",
+    "StreamOptions",
     "TooManyItemsError",
     "TransientError",
+    "UnreachableError",
+    "WriteConflictError",
     "__version__",
+    "load_settings",
+    "run_af",
+    "run_backfill",
+    "run_discover",
+    "run_events",
+    "run_optimize",
+    "run_stream",
+    "run_sync",
+    "run_view",
 ]

@@ -201,7 +201,7 @@ class Interrupted(Exception):
 def run_until_signalled(job: Coroutine[Any, Any, Any]) -> Any:
     """Run a job's coroutine; SIGINT or SIGTERM cancels it, so that it stops where it is, leaves every table
     as its last commit left it and records its run as interrupted; then :class:`Interrupted` is raised."""
-    from piflow.jobs.common import on_stop_signals, recorded_runs
+    from piflow.jobs.runs import on_stop_signals, recorded_runs
 
     received: list[int] = []
 
@@ -245,15 +245,8 @@ def _unavailable(command: str, why: str) -> NoReturn:
 
 
 def _job_function(command: str, module: str, name: str) -> Callable[..., Any]:
-    """``piflow.jobs.<module>.<name>``, or exit 2 if that job is not part of this build yet."""
-    full = f"piflow.jobs.{module}"
-    try:
-        mod = importlib.import_module(full)
-    except ModuleNotFoundError as exc:
-        if exc.name != full:
-            raise
-        _unavailable(command, "not implemented yet")
-    fn: Callable[..., Any] = getattr(mod, name)
+    """``piflow.jobs.<module>.<name>``, imported when the command runs (``piflow --help`` stays fast)."""
+    fn: Callable[..., Any] = getattr(importlib.import_module(f"piflow.jobs.{module}"), name)
     return fn
 
 
@@ -497,10 +490,12 @@ def storage_uri(value: str | None) -> str | None:
     return value
 
 
-def uc_tables(value: str) -> str:
-    """Comma-separated names of piflow tables that Unity Catalog registration knows."""
+def uc_tables(value: str | None) -> str | None:
+    """Comma-separated names of piflow tables that Unity Catalog registration knows (None: all of them)."""
     from piflow.spark.unity import TABLES as known
 
+    if value is None:
+        return None
     names = [t.strip() for t in value.split(",") if t.strip()]
     unknown = [t for t in names if t not in known]
     if unknown or not names:
@@ -677,7 +672,7 @@ def stream(
         async def until_signalled() -> Any:
             # SIGINT/SIGTERM stop the stream with a final commit from the moment the loop runs (run_stream's own
             # handlers would only be installed once its points are read and its client is open).
-            from piflow.jobs.common import on_stop_signals
+            from piflow.jobs.runs import on_stop_signals
 
             stop = asyncio.Event()
             with on_stop_signals(lambda _: stop.set()):
@@ -892,9 +887,9 @@ def uc_register(
         help="Root of external tables (<location>/<table>), e.g. s3://bucket/pi; omit for managed tables.",
         callback=storage_uri)] = None,
     create_schema: Annotated[bool, typer.Option("--create-schema/--no-create-schema")] = True,
-    tables: Annotated[str, typer.Option(help="Comma-separated tables, e.g. pi_values,pi_points.",
-                                        callback=uc_tables)] = (
-        "pi_values,pi_points,pi_af_elements,pi_af_attributes,pi_event_frames"),
+    tables: Annotated[str | None, typer.Option(
+        help="Comma-separated tables, e.g. pi_values,pi_points (default: every piflow table).",
+        callback=uc_tables)] = None,
     host: Annotated[str | None, typer.Option(
         help="Workspace URL, e.g. https://adb-1234.5.azuredatabricks.net (default: DATABRICKS_HOST / profile).",
         callback=http_url)] = None,
@@ -913,7 +908,7 @@ def uc_register(
         result = register_from_settings(
             settings, catalog=catalog, schema=schema, warehouse_id=warehouse_id, location=location,
             create_schema=create_schema, host=host, profile=profile,
-            tables=[t.strip() for t in tables.split(",") if t.strip()])
+            tables=None if tables is None else [t.strip() for t in tables.split(",") if t.strip()])
         out = _stdout()
         if result.schema_created:
             out.print(f"created schema {catalog}.{schema}", soft_wrap=True)

@@ -20,8 +20,8 @@ from piflow.jobs.af import run_af as _run_af
 from piflow.jobs.af_databases import Database, DatabaseRead
 from piflow.jobs.af_read import _take_page, read_database
 from piflow.jobs.batching import fanout_pages, send_batch, split_fanout
-from piflow.jobs.common import RunResult
 from piflow.jobs.discover import run_discover
+from piflow.jobs.runs import RunResult
 from tests.af.conftest import EMULATOR, Hook, live, rows_of, settings_for, version_of
 
 DBS = ("Plant", "Sandbox")

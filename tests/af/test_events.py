@@ -15,9 +15,9 @@ from piflow.emulator.eventframes import FrameInfo
 from piflow.emulator.server import EmulatorServer
 from piflow.errors import ConfigError, NotFoundError
 from piflow.jobs.af import run_af
-from piflow.jobs.common import RunResult
 from piflow.jobs.events import EventsRead, frame_changes, value_columns
 from piflow.jobs.events import run_events as _run_events
+from piflow.jobs.runs import RunResult
 from tests.af.conftest import T0, live, rows_of, settings_for, version_of
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -11,8 +11,8 @@ import pytest
 from piflow.client.api import BatchItem
 from piflow.jobs.af_rows import PointRef, point_of, point_path_hint, point_queries
 from piflow.jobs.batching import resource, retry_closure, split_fanout, sub_items
-from piflow.jobs.common import merge_changes
 from piflow.jobs.events import pi_datetime
+from piflow.jobs.merged_tables import merge_changes
 from piflow.jobs.pi_json import link_webid, value_text
 
 T = datetime(2026, 1, 1, tzinfo=UTC)

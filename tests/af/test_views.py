@@ -13,7 +13,7 @@ import pytest
 from piflow.client.api import PiClient
 from piflow.emulator.server import EmulatorServer
 from piflow.errors import ConfigError, NotFoundError, SinkError
-from piflow.jobs.common import RunResult
+from piflow.jobs.runs import RunResult
 from piflow.jobs.views import plan_windows
 from piflow.jobs.views import run_view as _run_view
 from piflow.sinks.delta import DeltaSink

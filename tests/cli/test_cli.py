@@ -194,7 +194,7 @@ def test_the_interrupted_line_names_the_signal_and_what_each_run_committed() -> 
     import signal
 
     from piflow.cli import Interrupted, interrupted_line
-    from piflow.jobs.common import RunResult
+    from piflow.jobs.runs import RunResult
 
     done = RunResult(job="discover", run_id="d1", values_written=200)
     stopped = RunResult(job="backfill", run_id="b2", status="interrupted", values_written=1_600_000)

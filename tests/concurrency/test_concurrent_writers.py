@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -73,6 +74,8 @@ class Slot:
     env: dict[str, str] = field(default_factory=clean_env)
     delay_s: float = 0.0
     stop_after_s: float | None = None  # streams run until SIGTERM
+    # ... and not before this says they have committed (on a loaded machine start-up alone can take seconds)
+    stop_once: Callable[[], bool] | None = None
 
 
 def slots(job: str, url: str, target: Path) -> list[Slot]:
@@ -86,7 +89,7 @@ def slots(job: str, url: str, target: Path) -> list[Slot]:
         return [Slot(job, [cmd, cmd, cmd], delay_s=0.3)]
     if job == "stream":
         cmd = piflow("stream", *values, "--start", START.isoformat(), "--commit-interval", "1s")
-        return [Slot(job, [cmd], delay_s=0.6, stop_after_s=6.0)]
+        return [Slot(job, [cmd], delay_s=0.6, stop_after_s=6.0, stop_once=lambda: committed_by(target, "stream"))]
     if job == "af_events":
         return [Slot("af", [piflow("af", *common, "--database", "Plant")]),
                 Slot("events", [piflow("events", *common, "--database", "Plant", "--start", START.isoformat())],
@@ -128,7 +131,7 @@ def run_together(all_slots: list[Slot]) -> list[Outcome]:
         for i, (proc, started) in list(running.items()):
             slot = all_slots[i]
             if (proc.poll() is None and slot.stop_after_s is not None and now - started > slot.stop_after_s
-                    and proc.pid not in stopped):
+                    and proc.pid not in stopped and (slot.stop_once is None or slot.stop_once())):
                 proc.send_signal(signal.SIGTERM)  # once: a second one would not wait for the final commit
                 stopped.add(proc.pid)
             if proc.poll() is not None:
@@ -137,6 +140,12 @@ def run_together(all_slots: list[Slot]) -> list[Outcome]:
                 del running[i]
         time.sleep(0.05)
     return outcomes
+
+
+def committed_by(target: Path, job: str) -> bool:
+    """Whether a commit of ``job`` is in pi_values' log (read from the Delta history)."""
+    dt = DeltaSink(str(target)).table("pi_values")
+    return dt is not None and any(entry.get("piflow.job") == job for entry in dt.history(50))
 
 
 def duplicate_keys(table: pa.Table, key: list[str]) -> int:

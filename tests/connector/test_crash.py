@@ -39,13 +39,19 @@ def test_backfill_survives_repeated_kill_9(emulator: EmulatorServer, tmp_path: P
     rng = random.Random(20260101)
     kills = 0
     progressed: list[int] = []
-    for _ in range(12):
+    for i in range(12):
+        version = DeltaSink(str(tmp_path)).version("pi_values")
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.8, 3.0))  # start-up takes ~0.7 s; kill anywhere after it
+        if i % 3 == 2:  # every third run is killed only after it has committed: progress whatever the load
+            deadline = time.monotonic() + 120
+            while (proc.poll() is None and DeltaSink(str(tmp_path)).version("pi_values") == version
+                   and time.monotonic() < deadline):
+                time.sleep(0.1)
+        time.sleep(rng.uniform(0.8, 3.0))  # start-up takes ~0.7 s on an idle machine; kill anywhere after it
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
-        proc.wait()
+        proc.communicate()  # waits, and closes the stderr pipe
         if DeltaSink(str(tmp_path)).table("pi_values") is not None:
             progressed.append(table_of(tmp_path).num_rows)
     assert kills >= 10

@@ -22,9 +22,9 @@ from piflow.emulator.server import EmulatorServer
 from piflow.emulator.settings import PROFILES, ProfileSettings
 from piflow.jobs.af import run_af
 from piflow.jobs.backfill import run_backfill
-from piflow.jobs.common import RunResult
 from piflow.jobs.discover import run_discover
 from piflow.jobs.events import run_events
+from piflow.jobs.runs import RunResult
 from piflow.jobs.sync import run_sync
 from piflow.jobs.views import run_view
 from tests.af.test_af import assert_matches_truth

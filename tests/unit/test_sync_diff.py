@@ -6,7 +6,7 @@ import pytest
 
 from piflow import schema
 from piflow.jobs.discover import catalog_changes
-from piflow.jobs.sync import _packed_keys, diff_rows, split_new_and_changed, within_read
+from piflow.jobs.value_diff import _packed_keys, diff_rows, split_new_and_changed, within_read
 
 # The same row in both tables, far in time with a high seq: keys then no longer pack into one integer and the
 # diff takes its join path. Each diff test runs both ways.

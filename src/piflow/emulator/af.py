@@ -21,7 +21,8 @@ nodes and their indexes), ``af_attribute_defs.py`` (each element's attributes an
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from piflow import webid as webids
 from piflow.emulator.af_attribute_defs import element_attribute_defs, is_broken_equipment
@@ -42,15 +43,34 @@ from piflow.emulator.af_tree import ElementNode, ElementTree, node_path, walk
 from piflow.emulator.model import PointSpec
 
 if TYPE_CHECKING:
-    from piflow.emulator.state import EmulatorState
+    from piflow.emulator.model import Model
+    from piflow.emulator.settings import EmulatorSettings
+
+
+class FrameAttributes(Protocol):
+    """What the asset model asks of the event frames: attribute WebIDs and paths that are not an element's may
+    be a frame's (the routes look both up through :class:`AfModel`)."""
+
+    def attributes(self, frame_webid: str) -> list[AttributeInfo] | None: ...
+    def attribute(self, webid: str) -> AttributeInfo | None: ...
+    def attribute_by_path(self, path: str) -> AttributeInfo | None: ...
+    def resolve_attribute(self, webid: str) -> AttributeRef | None: ...
+    def attribute_refs(self, frame_webid: str) -> list[AttributeRef] | None: ...
 
 
 class AfModel:
-    """The asset model of one emulator; see the module docstring. Thread-safe for reads and test mutations."""
+    """The asset model of one emulator; see the module docstring. Thread-safe for reads and test mutations.
 
-    def __init__(self, state: EmulatorState) -> None:
-        self.state = state
-        s = state.settings
+    ``deleted_points`` is the emulator's live set of removed points (shared, not copied); ``frames`` gives the
+    event frames, built on first use.
+    """
+
+    def __init__(self, settings: EmulatorSettings, model: Model, deleted_points: set[tuple[int, int]],
+                 frames: Callable[[], FrameAttributes]) -> None:
+        self.model = model
+        self.deleted_points = deleted_points
+        self._frames = frames
+        s = settings
         self.seed = s.seed
         self.points = s.points
         self.af_mode = s.af_elements is not None
@@ -72,7 +92,7 @@ class AfModel:
     def _node_defs(self, n: ElementNode) -> tuple[AttrDef, ...]:
         defs = self._defs.get(n.key)
         if defs is None:
-            defs = self._defs[n.key] = element_attribute_defs(n, self.seed, self.state.model, points=self.points,
+            defs = self._defs[n.key] = element_attribute_defs(n, self.seed, self.model, points=self.points,
                                                               af_mode=self.af_mode)
         return defs
 
@@ -182,15 +202,15 @@ class AfModel:
         if d.data_reference != "PI Point":
             return None
         if d.config_string not in self._points:
-            self._points[d.config_string] = self.state.model.point_by_path(d.config_string)
+            self._points[d.config_string] = self.model.point_by_path(d.config_string)
         p = self._points[d.config_string]
-        if p is None or (p.server.index, p.index) in self.state.deleted_points:
+        if p is None or (p.server.index, p.index) in self.deleted_points:
             return None
         return p
 
     def _all_attr_infos(self, n: ElementNode) -> list[tuple[AttrDef, AttributeInfo]]:
         """Every attribute of a node with its definition (cached; point links depend on deleted points)."""
-        deleted = len(self.state.deleted_points)
+        deleted = len(self.deleted_points)
         cache = self._attr_infos  # as in _info: a change replaces the dict, so nothing stale can stay
         cached = cache.get(n)
         if cached is not None and cached[0] == deleted:
@@ -218,7 +238,7 @@ class AfModel:
         """Attributes of an element (top level, or all with ``full_hierarchy``) or of an event frame."""
         n = self._tree.node(element_webid)
         if n is None:
-            return self.state.eventframes.attributes(element_webid) if _marker(element_webid) == "Fm" else None
+            return self._frames().attributes(element_webid) if _marker(element_webid) == "Fm" else None
         return self._node_attrs(n, full=full_hierarchy)
 
     def _find_attr(self, webid: str) -> tuple[ElementNode, AttrDef] | None:
@@ -248,21 +268,21 @@ class AfModel:
     def attribute(self, webid: str) -> AttributeInfo | None:
         found = self._find_attr(webid)
         if found is None:
-            return self.state.eventframes.attribute(webid)
+            return self._frames().attribute(webid)
         n, d = found
         return self._attr_of(n, d)
 
     def attribute_by_path(self, path: str) -> AttributeInfo | None:
         found = self._find_attr_path(path.lstrip("\\"))
         if found is None:
-            return self.state.eventframes.attribute_by_path(path)
+            return self._frames().attribute_by_path(path)
         n, d = found
         return self._attr_of(n, d)
 
     def child_attributes(self, attribute_webid: str, *, full_hierarchy: bool = False) -> list[AttributeInfo] | None:
         found = self._find_attr(attribute_webid)
         if found is None:
-            return [] if self.state.eventframes.attribute(attribute_webid) else None
+            return [] if self._frames().attribute(attribute_webid) else None
         n, d = found
         return self._node_attrs(n, parent_rel=d.rel, full=full_hierarchy)
 
@@ -279,7 +299,7 @@ class AfModel:
         """The data routes' entry point: an element or event-frame attribute WebID to what to serve."""
         found = self._find_attr(webid)
         if found is None:
-            return self.state.eventframes.resolve_attribute(webid)
+            return self._frames().resolve_attribute(webid)
         n, d = found
         return self._ref(self._attr_of(n, d), d)
 
@@ -287,7 +307,7 @@ class AfModel:
         """Top-level attributes of an element (all with ``full_hierarchy``) or of an event frame."""
         n = self._tree.node(element_webid)
         if n is None:
-            return self.state.eventframes.attribute_refs(element_webid) if _marker(element_webid) == "Fm" else None
+            return self._frames().attribute_refs(element_webid) if _marker(element_webid) == "Fm" else None
         return [self._ref(a, d) for d, a in self._all_attr_infos(n) if full_hierarchy or d.parent_rel is None]
 
     # ---- templates --------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Which attributes each AF element has, and their static values: a pure function of the seed and the element.
 
-Separate from ``af.py`` because it is the generated content of the model (point references, nameplate values,
-the occasional broken reference), while ``af.py`` serves records and keeps caches. Equipment ``e`` references
+The generated content of the model (point references, nameplate values, the occasional broken reference);
+``af.py`` serves records and keeps caches. Equipment ``e`` references
 points ``5e .. 5e+4`` of data server 0 (see ``model.py``).
 """
 

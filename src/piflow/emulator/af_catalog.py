@@ -1,8 +1,7 @@
 """The fixed vocabulary of the emulator's AF model: names, templates, categories, units and attribute definitions.
 
-Separate from ``af.py`` because it is plain data shared by the element tree, the templates and the event frames
-(``eventframes.py``), with no state of its own. Equipment codes and places follow the point-name rule of
-``model.py``.
+Plain data with no state, shared by the element tree, the templates and the event frames (``eventframes.py``).
+Equipment codes and places follow the point-name rule of ``model.py``.
 """
 
 from __future__ import annotations

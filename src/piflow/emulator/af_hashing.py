@@ -1,8 +1,8 @@
 """Deterministic hashes of the AF model: GUIDs that are stable across processes, and the integer mixer that the
 model's generated values come from.
 
-Separate from ``af.py`` because the element tree, the templates, the attribute definitions and the event frames
-all derive their identities from these few pure functions.
+The element tree, the templates, the attribute definitions and the event frames all derive their identities
+from these few pure functions.
 """
 
 from __future__ import annotations

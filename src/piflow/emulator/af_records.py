@@ -1,7 +1,6 @@
 """The records the AF model serves to the routes: servers, databases, elements, attributes and templates.
 
-Separate from ``af.py`` because routes, event frames and tests use these frozen shapes without needing the model
-that builds them.
+Routes, event frames and tests use these frozen shapes without the model that builds them.
 """
 
 from __future__ import annotations

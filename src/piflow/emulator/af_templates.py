@@ -1,7 +1,7 @@
 """AF element and event-frame templates of each database, with their attribute templates.
 
-Separate from ``af.py`` because templates are fixed (they never change at run time, so their records and WebIDs
-are cached for good) and only need the databases, not the element nodes. ``AfModel`` serves them through
+Templates are fixed (they never change at run time, so their records and WebIDs are cached for good) and need
+only the databases, not the element nodes. ``AfModel`` serves them through
 :class:`AfTemplates` and uses :meth:`AfTemplates.webid` and :meth:`AfTemplates.attribute_template_webid` to link
 elements and attributes to their templates.
 """

@@ -1,7 +1,7 @@
 """The AF element tree: database and element nodes, built lazily from the settings, and the indexes that find them.
 
-Separate from ``af.py`` so that building the hierarchy and finding nodes (by GUID, by the GUID prefix an attribute
-carries, by path) stand apart from the records served to the routes. Nodes are mutable: ``af.py`` renames, moves
+Building the hierarchy and finding nodes (by GUID, by the GUID prefix an attribute carries, by path); the records
+served to the routes are ``af.py``'s. Nodes are mutable: ``af.py`` renames, moves
 and removes them under :attr:`ElementTree.lock` and then calls :meth:`ElementTree.forget_paths`.
 """
 

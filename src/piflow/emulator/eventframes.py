@@ -46,12 +46,14 @@ from piflow.emulator.af_catalog import (
 )
 from piflow.emulator.af_hashing import child_guid
 from piflow.emulator.af_records import AttributeInfo, AttributeRef
-from piflow.emulator.af_search import wildcard
 from piflow.emulator.model import mix1
 from piflow.pitime import TICKS_PER_SECOND, to_ticks
+from piflow.wildcards import wildcard
 
 if TYPE_CHECKING:
-    from piflow.emulator.state import EmulatorState
+    from piflow.emulator.af import AfModel
+    from piflow.emulator.clock import VirtualClock
+    from piflow.emulator.settings import EmulatorSettings
 
 U64 = np.uint64
 M64 = (1 << 64) - 1
@@ -184,10 +186,10 @@ def _bytes_le(raw: bytes) -> bytes:
 class EventFrameModel:
     """All event frames of database ``Plant``; see the module docstring."""
 
-    def __init__(self, state: EmulatorState) -> None:
-        self.state = state
-        self.af = state.af
-        s = state.settings
+    def __init__(self, af: AfModel, settings: EmulatorSettings, clock: VirtualClock) -> None:
+        self.af = af
+        self.clock = clock
+        s = settings
         self.seed = s.seed
         self.equipment = self.af.equipment_count
         rate = s.event_frames_per_day
@@ -294,7 +296,7 @@ class EventFrameModel:
         return self._materialise(b.take(keep), asof)
 
     def _now(self) -> int:
-        return self.state.clock.now_ticks()
+        return self.clock.now_ticks()
 
     def _k_of(self, webid: str, marker: str) -> tuple[int, str | None] | None:
         """(slot, attribute name or None) named by a frame (``Fm``) or frame attribute (``Ab``) WebID."""

@@ -45,10 +45,10 @@ class EmulatorState:
     def af(self) -> AfModel:
         from piflow.emulator.af import AfModel
 
-        return AfModel(self)
+        return AfModel(self.settings, self.model, self.deleted_points, lambda: self.eventframes)
 
     @cached_property
     def eventframes(self) -> EventFrameModel:
         from piflow.emulator.eventframes import EventFrameModel
 
-        return EventFrameModel(self)
+        return EventFrameModel(self.af, self.settings, self.clock)

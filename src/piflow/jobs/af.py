@@ -30,11 +30,10 @@ from piflow.jobs.af_databases import Database, DatabaseRead, database_matches, l
 from piflow.jobs.af_read import read_database, read_static_values, resolve_points
 from piflow.jobs.af_rows import PointRef, attribute_rows, element_rows, is_point_reference, is_static, point_queries
 from piflow.jobs.batching import PAGE_SIZE
-from piflow.jobs.common import RunRecorder, RunResult, merge_changes, open_client, take_client_counters
-from piflow.jobs.merged_tables import read_rows, write_changes
+from piflow.jobs.merged_tables import merge_changes, read_rows, write_changes
 from piflow.jobs.pi_json import Json, Row
-from piflow.progress import NullProgress, Progress
-from piflow.sinks.delta import DeltaSink
+from piflow.jobs.runs import RunResult, job_run
+from piflow.progress import Progress
 
 if TYPE_CHECKING:
     from piflow.client.api import PiClient
@@ -108,24 +107,19 @@ def _messages(reads: Sequence[DatabaseRead], gone: Iterable[tuple[str, str]], br
 async def run_af(settings: PiflowSettings, progress: Progress | None = None, *, database: str | None = None,
                  page_size: int = PAGE_SIZE) -> RunResult:
     """Read the asset model of one database (or all) into ``pi_af_elements`` and ``pi_af_attributes``."""
-    progress = progress or NullProgress()
-    sink = DeltaSink(settings.target)
-    result = RunResult(job="af")
     seconds: dict[str, float] = {}
-    with RunRecorder(sink, result):
-        async with open_client(settings) as client:
-            try:
-                listed, servers = await list_databases(client)
-                dbs = [d for d in listed if database_matches(d.server, d.name, database)]
-                elements_snap = sink.snapshot("pi_af_elements")
-                old_elements = read_rows(elements_snap)
-                gone = vanished_databases(old_elements, listed, servers, database)
-                if database is not None and not dbs and not gone:
-                    raise no_such_database(database, listed)
-                lookahead = max(1, min(settings.concurrency, 2))  # each batch is up to 1000 sub-requests
-                reads, points, values = await _read_all(client, dbs, page_size, lookahead, progress, seconds)
-            finally:
-                take_client_counters(result, client)
+    async with job_run("af", settings, progress) as run:
+        sink, result, progress = run.sink, run.result, run.progress
+        listed, servers = await list_databases(run.client)
+        dbs = [d for d in listed if database_matches(d.server, d.name, database)]
+        elements_snap = sink.snapshot("pi_af_elements")
+        old_elements = read_rows(elements_snap)
+        gone = vanished_databases(old_elements, listed, servers, database)
+        if database is not None and not dbs and not gone:
+            raise no_such_database(database, listed)
+        lookahead = max(1, min(settings.concurrency, 2))  # each batch is up to 1000 sub-requests
+        reads, points, values = await _read_all(run.client, dbs, page_size, lookahead, progress, seconds)
+        await run.close_client()
         now = datetime.now(UTC)
         done = {(r.db.server.upper(), r.db.name.upper()) for r in reads if not r.vanished} | set(gone)
         current_e = [row for r in reads if not r.vanished for row in element_rows(r, now)]
@@ -155,5 +149,4 @@ async def run_af(settings: PiflowSettings, progress: Progress | None = None, *, 
             "broken_point_references": broken, "fallbacks": sum(r.fallbacks for r in reads),
             "seconds": {k: round(v, 3) for k, v in seconds.items()},
         }
-        progress.close()
     return result

@@ -1,6 +1,6 @@
 """The asset databases: which ones the asset servers list, which one a ``--database`` option names, and what was read
-of one (:class:`DatabaseRead`). Separate from reading the model because ``piflow events``, ``piflow view`` and the
-Spark source need the databases without the rest of ``piflow af``.
+of one (:class:`DatabaseRead`): what ``piflow af``, ``piflow events``, ``piflow view`` and the Spark source all need
+before they read anything else.
 """
 
 from __future__ import annotations

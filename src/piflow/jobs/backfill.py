@@ -22,17 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from piflow.errors import ConfigError, StateError
-from piflow.jobs.common import (
-    RunRecorder,
-    RunResult,
-    open_client,
-    points_to_read,
-    resolve_time,
-    server_now,
-    take_client_counters,
-)
+from piflow.jobs.common import points_to_read, resolve_time, server_now
 from piflow.jobs.reader import RecordedReader
-from piflow.jobs.sync import KEY, existing_rows, split_new_and_changed, values_write
+from piflow.jobs.runs import RunResult, job_run
+from piflow.jobs.value_diff import KEY, existing_rows, split_new_and_changed, values_write
 from piflow.jobs.watermarks import advance_watermarks, max_timestamps
 from piflow.pitime import TICKS_PER_SECOND, TICKS_PER_US, to_ticks
 from piflow.planner import (
@@ -45,7 +38,7 @@ from piflow.planner import (
     make_plan,
     units_to_do,
 )
-from piflow.progress import NullProgress, Progress
+from piflow.progress import Progress
 from piflow.schema import PI_VALUES
 from piflow.sinks.delta import DeltaSink, Snapshot, Write
 
@@ -225,66 +218,53 @@ def committed_windows(snap: Snapshot, plan: BackfillPlan, points: list[PointRef]
 
 
 async def run_backfill(settings: PiflowSettings, progress: Progress | None = None) -> RunResult:
-    progress = progress or NullProgress()
-    sink = DeltaSink(settings.target)
-    result = RunResult(job="backfill")
-    with RunRecorder(sink, result):
+    async with job_run("backfill", settings, progress) as run:
+        sink, result, progress = run.sink, run.result, run.progress
         points = await points_to_read(settings, sink, progress)
-        async with open_client(settings) as client:
-            try:
-                now = await server_now(client)
-                start = resolve_time("start", settings.start, now)
-                end = resolve_time("end", settings.end, now)
-                if end <= start:
-                    raise ConfigError("end", f"must be after start ({start.isoformat()} .. {end.isoformat()})")
-                if end > now:  # nothing is recorded there yet: asking would only cost requests
-                    progress.note(f"backfill: the end {end.isoformat()} is after the server's now "
-                                  f"({now.isoformat()}); reading up to now")
-                    end = now
-                    if end <= start:
-                        raise ConfigError("start", f"{start.isoformat()} is after the server's now "
-                                                   f"({now.isoformat()}): nothing to read yet")
-                window = settings.window_delta or timedelta(days=1)
-                plan = make_plan(to_ticks(start), to_ticks(end), int(window.total_seconds() * TICKS_PER_SECOND)
-                                 or DAY_TICKS)
-                result.window_start, result.window_end, result.points = start, end, len(points)
-                # The run's own commits are made from this snapshot (created now if missing, so that creating
-                # the table does not count as another writer's commit).
-                sink.ensure("pi_values", PI_VALUES)
-                snap = sink.snapshot("pi_values")
-                committed = committed_windows(snap, plan, points)
-                group = group_size(len(points), settings.concurrency, settings.points_per_request, DEFAULT_GROUP)
-                units = units_to_do(plan, points, committed, group)
-                fresh = [p for p in points if committed.get(p.webid, 0) < plan.windows]
-                overlaps = windows_with_data(snap, plan, fresh)
-                if overlaps:
-                    progress.note(f"{len(overlaps)} point-windows already hold data: only missing rows are added")
-                if len(units) == 0:
-                    progress.note("nothing to do: the table already holds this range")
-                progress.start(len(units), f"backfill {len(points)} points")
-                committer = _Committer(sink, plan, committed, snap, result.run_id, flush_rows=settings.commit_rows)
-                reader = RecordedReader(client)
-                try:
-                    gate = await _run_units(units, reader, committer, settings.concurrency, progress,
-                                            lambda: client.http.retries, overlaps)
-                    await committer.drain()
-                finally:
-                    await committer.settle()  # a commit in flight lands (or fails) before the run is recorded
-                    result.values_written = committer.written
-                    result.details["commit_retries"] = sink.conflicts
-                advance_watermarks(sink, committer.watermarks, {"piflow.job": "backfill",
-                                                                "piflow.run_id": result.run_id})
-                if reader.stats.missing:
-                    result.status = "partial"
-                    result.errors += len(reader.stats.missing)
-                    result.message = (f"{len(reader.stats.missing)} point(s) unknown to the server, not written: "
-                                      + "; ".join(list(reader.stats.missing.values())[:5]))
-                result.details.update({"units": len(units), "pages": reader.stats.pages,
-                                       "final_concurrency": gate.limit, "continuations": reader.stats.continuations,
-                                       "splits": reader.stats.splits})
-            finally:
-                take_client_counters(result, client)
-        progress.close()
+        client = run.client
+        now = await server_now(client)
+        start = resolve_time("start", settings.start, now)
+        end = resolve_time("end", settings.end, now)
+        if end <= start:
+            raise ConfigError("end", f"must be after start ({start.isoformat()} .. {end.isoformat()})")
+        if end > now:  # nothing is recorded there yet: asking would only cost requests
+            progress.note(f"backfill: the end {end.isoformat()} is after the server's now "
+                          f"({now.isoformat()}); reading up to now")
+            end = now
+            if end <= start:
+                raise ConfigError("start", f"{start.isoformat()} is after the server's now "
+                                           f"({now.isoformat()}): nothing to read yet")
+        window = settings.window_delta or timedelta(days=1)
+        plan = make_plan(to_ticks(start), to_ticks(end), int(window.total_seconds() * TICKS_PER_SECOND) or DAY_TICKS)
+        result.window_start, result.window_end, result.points = start, end, len(points)
+        # The run's own commits are made from this snapshot (created now if missing, so that creating the table
+        # does not count as another writer's commit).
+        sink.ensure("pi_values", PI_VALUES)
+        snap = sink.snapshot("pi_values")
+        committed = committed_windows(snap, plan, points)
+        group = group_size(len(points), settings.concurrency, settings.points_per_request, DEFAULT_GROUP)
+        units = units_to_do(plan, points, committed, group)
+        fresh = [p for p in points if committed.get(p.webid, 0) < plan.windows]
+        overlaps = windows_with_data(snap, plan, fresh)
+        if overlaps:
+            progress.note(f"{len(overlaps)} point-windows already hold data: only missing rows are added")
+        if len(units) == 0:
+            progress.note("nothing to do: the table already holds this range")
+        progress.start(len(units), f"backfill {len(points)} points")
+        committer = _Committer(sink, plan, committed, snap, result.run_id, flush_rows=settings.commit_rows)
+        reader = RecordedReader(client)
+        try:
+            gate = await _run_units(units, reader, committer, settings.concurrency, progress,
+                                    lambda: client.http.retries, overlaps)
+            await committer.drain()
+        finally:
+            await committer.settle()  # a commit in flight lands (or fails) before the run is recorded
+            result.values_written = committer.written
+            result.details["commit_retries"] = sink.conflicts
+        advance_watermarks(sink, committer.watermarks, {"piflow.job": "backfill", "piflow.run_id": result.run_id})
+        run.unknown_points(reader.stats.missing)
+        result.details.update({"units": len(units), "pages": reader.stats.pages, "final_concurrency": gate.limit,
+                               "continuations": reader.stats.continuations, "splits": reader.stats.splits})
     return result
 
 

@@ -5,16 +5,15 @@ Only rows that changed are merged, so a re-run over an unchanged catalog commits
 
 from __future__ import annotations
 
-import fnmatch
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from piflow import schema
 from piflow.errors import NotFoundError
-from piflow.jobs.common import RunRecorder, RunResult, merge_changes, open_client, take_client_counters
-from piflow.jobs.merged_tables import write_changes
-from piflow.progress import NullProgress, Progress
-from piflow.sinks.delta import DeltaSink
+from piflow.jobs.merged_tables import merge_changes, write_changes
+from piflow.jobs.runs import RunResult, job_run
+from piflow.progress import Progress
+from piflow.wildcards import wildcard
 
 if TYPE_CHECKING:
     from piflow.config import PiflowSettings
@@ -38,38 +37,32 @@ def point_row(obj: dict[str, Any], server: str, now: datetime) -> dict[str, Any]
 def catalog_changes(existing: list[dict[str, Any]], current: list[dict[str, Any]], server: str, name_filter: str,
                     now: datetime) -> list[dict[str, Any]]:
     """Rows to merge: new or changed points, and tombstones for points of this scope that vanished (pure)."""
-    pattern = name_filter.upper()
+    rx = wildcard(name_filter)  # matched as the server matched it: only rows it would have returned can vanish
     return merge_changes(existing, current, _COMPARED,
-                         lambda r: r["server"] == server and fnmatch.fnmatchcase(r["name"].upper(), pattern), now)
+                         lambda r: r["server"] == server and rx.fullmatch(r["name"]) is not None, now)
 
 
 async def run_discover(settings: PiflowSettings, progress: Progress | None = None) -> RunResult:
-    progress = progress or NullProgress()
-    sink = DeltaSink(settings.target)
-    result = RunResult(job="discover")
-    with RunRecorder(sink, result):
-        async with open_client(settings) as client:
-            try:
-                servers = await client.dataservers()
-                if settings.server:
-                    server = await client.dataserver_by_name(settings.server)
-                else:
-                    if not servers:
-                        raise NotFoundError("the PI Web API lists no data servers")
-                    server = servers[0]
-                now = datetime.now(UTC)
-                progress.start(None, f"discover {server['Name']}")
-                current: list[dict[str, Any]] = []
-                async for obj in client.iter_points(server["WebId"], settings.points):
-                    current.append(point_row(obj, server["Name"], now))
-                    progress.advance(1)
-            finally:
-                take_client_counters(result, client)
+    async with job_run("discover", settings, progress) as run:
+        client, result = run.client, run.result
+        servers = await client.dataservers()
+        if settings.server:
+            server = await client.dataserver_by_name(settings.server)
+        else:
+            if not servers:
+                raise NotFoundError("the PI Web API lists no data servers")
+            server = servers[0]
+        now = datetime.now(UTC)
+        run.progress.start(None, f"discover {server['Name']}")
+        current: list[dict[str, Any]] = []
+        async for obj in client.iter_points(server["WebId"], settings.points):
+            current.append(point_row(obj, server["Name"], now))
+            run.progress.advance(1)
+        await run.close_client()
         changes = write_changes(
-            sink, "pi_points", lambda rows: catalog_changes(rows, current, server["Name"], settings.points, now),
+            run.sink, "pi_points", lambda rows: catalog_changes(rows, current, server["Name"], settings.points, now),
             schema.PI_POINTS, schema.PI_POINTS_KEY, metadata={"piflow.job": "discover", "piflow.run_id": result.run_id})
         result.points = len(current)
         result.values_written = len(changes)
         result.details = {"changed": len(changes), "tombstoned": sum(1 for c in changes if c["is_deleted"])}
-        progress.close()
     return result

@@ -25,24 +25,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from piflow import af_schema, schema
+from piflow import af_schema
 from piflow.errors import ConfigError, PiApiError
 from piflow.jobs.af_databases import Database, database_matches, list_databases, no_such_database
 from piflow.jobs.batching import fetch_many, item_error, paged_items, resource
 from piflow.jobs.common import (
-    RunRecorder,
-    RunResult,
     all_or_none,
-    merge_changes,
-    open_client,
     resolve_time,
     server_now,
-    take_client_counters,
 )
-from piflow.jobs.merged_tables import read_rows, write_changes
+from piflow.jobs.merged_tables import merge_changes, read_rows, write_changes
 from piflow.jobs.pi_json import Json, Row, stream_error
+from piflow.jobs.runs import RunResult, job_run
+from piflow.pi_values import classify
 from piflow.pitime import format_ticks, from_ticks, parse_interval, parse_iso_ticks, to_ticks
-from piflow.progress import NullProgress, Progress
+from piflow.progress import Progress
 from piflow.sinks.delta import DeltaSink, Snapshot
 
 if TYPE_CHECKING:
@@ -58,6 +55,7 @@ _FRAME = ("WebId;Id;Name;Description;Path;TemplateName;CategoryNames;StartTime;E
 FRAME_FIELDS = ";".join(f"Items.{f}" for f in _FRAME.split(";"))
 ONE_FRAME_FIELDS = _FRAME
 VALUE_FIELDS = "Items.WebId;Items.Name;Items.Path;Items.UnitsAbbreviation;Items.Value;Items.Exception;Items.Errors"
+TYPE_FIELDS = "Items.WebId;Items.Type"
 
 _FRAME_COMPARED = tuple(n for n in af_schema.PI_EVENT_FRAMES.names if n not in ("webid", "first_seen", "last_seen"))
 _ATTR_COMPARED = tuple(n for n in af_schema.PI_EVENT_FRAME_ATTRIBUTES.names
@@ -128,28 +126,17 @@ def frame_row(obj: Json, db: Database, now: datetime) -> Row:
     }
 
 
-def value_columns(value: Any) -> dict[str, Any]:
-    """A PI value as the value columns of ``pi_values`` (kind, double, string, state) without loss (pure)."""
-    out: dict[str, Any] = {"value_kind": schema.KIND_NULL, "value_double": None, "value_string": None,
-                           "state_code": None, "state_name": None}
-    if value is None:
-        return out
-    if isinstance(value, int | float):  # bool included: true/false as 1/0, as pi_values
-        out.update(value_kind=schema.KIND_NUMBER, value_double=float(value))
-    elif isinstance(value, str):
-        out.update(value_kind=schema.KIND_STRING, value_string=value)
-    elif isinstance(value, dict):
-        code = value.get("Value")
-        out.update(value_kind=schema.KIND_SYSTEM if value.get("IsSystem") else schema.KIND_DIGITAL,
-                   state_code=code if isinstance(code, int) and not isinstance(code, bool) else None,
-                   state_name=None if value.get("Name") is None else str(value.get("Name")))
-    else:
-        out.update(value_kind=schema.KIND_STRING, value_string=str(value))
-    return out
+def value_columns(value: Any, value_type: str | None = None) -> dict[str, Any]:
+    """A PI value as the value columns of ``pi_values`` (kind, double, string, state), classified as there:
+    ``value_type`` is the attribute's AF type, which says whether a string is a timestamp or a number (pure)."""
+    c = classify(value, value_type)
+    return {"value_kind": c.kind, "value_double": c.double, "value_string": c.string, "state_code": c.state_code,
+            "state_name": c.state_name}
 
 
 def frame_attribute_rows(frame_webid: str, items: Iterable[Json], now: datetime) -> list[Row]:
-    """``pi_event_frame_attributes`` rows from a ``streamsets/{frame}/value`` answer."""
+    """``pi_event_frame_attributes`` rows from a ``streamsets/{frame}/value`` answer whose items carry their
+    attribute's ``Type`` (see :func:`read_attribute_values`)."""
     rows = []
     for it in items:
         if not it.get("WebId"):
@@ -159,7 +146,8 @@ def frame_attribute_rows(frame_webid: str, items: Iterable[Json], now: datetime)
         rows.append({
             "webid": str(it["WebId"]), "frame_webid": frame_webid, "name": str(it.get("Name") or ""),
             "path": it.get("Path") or None, "units": it.get("UnitsAbbreviation") or value.get("UnitsAbbreviation")
-            or None, "timestamp": pi_datetime(value.get("Timestamp")), **value_columns(value.get("Value")),
+            or None, "timestamp": pi_datetime(value.get("Timestamp")),
+            **value_columns(value.get("Value"), it.get("Type")),
             "good": value.get("Good"), "error": stream_error(it), "is_deleted": False, "first_seen": now,
             "last_seen": now,
         })
@@ -250,20 +238,30 @@ async def reread_frames(client: PiClient, rows: Sequence[Row], dbs: Sequence[Dat
 
 
 async def read_attribute_values(client: PiClient, frames: Sequence[str]) -> dict[str, list[Json]]:
-    """``streamsets/{frame}/value`` of every frame, fanned out through ``/batch``; frames that are gone are
-    left out."""
+    """``streamsets/{frame}/value`` of every frame, each item with its attribute's ``Type`` from
+    ``eventframes/{frame}/attributes`` (the type says what a string value is, as a point type does for
+    ``pi_values``), all fanned out through ``/batch``; frames that are gone are left out."""
     asks = [resource(f"streamsets/{w}/value", [("selectedFields", VALUE_FIELDS)]) for w in frames]
+    asks += [resource(f"eventframes/{w}/attributes", [("maxCount", 10_000), ("selectedFields", TYPE_FIELDS)])
+             for w in frames]
+    answers = await fetch_many(client, asks)
     out: dict[str, list[Json]] = {}
-    for webid, answer in zip(frames, await fetch_many(client, asks), strict=True):
-        if answer.status == 404:
+    for webid, answer, typed in zip(frames, answers[:len(frames)], answers[len(frames):], strict=True):
+        if answer.status == 404 or typed.status == 404:
             log.warning("event frame %s vanished before its attribute values were read", webid)
             continue
-        exc = item_error(answer, f"attribute values of event frame {webid}")
-        if exc is not None:
-            raise exc
-        items = answer.content.get("Items") if isinstance(answer.content, dict) else None
-        out[webid] = [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+        for item, what in ((answer, "attribute values"), (typed, "attribute types")):
+            exc = item_error(item, f"{what} of event frame {webid}")
+            if exc is not None:
+                raise exc
+        types = {str(a.get("WebId")): a.get("Type") for a in _items(typed.content)}
+        out[webid] = [{**i, "Type": types.get(str(i.get("WebId")))} for i in _items(answer.content)]
     return out
+
+
+def _items(content: Any) -> list[Json]:
+    items = content.get("Items") if isinstance(content, dict) else None
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
 
 
 # ---- the job -------------------------------------------------------------------------------------------------------
@@ -350,29 +348,24 @@ async def run_events(
     page_size: int = PAGE_SIZE,
 ) -> RunResult:
     """Read event frames (and their attribute values) of one database (or all) incrementally."""
-    progress = progress or NullProgress()
     try:
         lap = parse_interval(overlap)
     except ValueError as exc:
         raise ConfigError("overlap", str(exc)) from exc
     filters = Filters(template, category, name, referenced_element)
-    sink = DeltaSink(settings.target)
-    result = RunResult(job="events")
-    with RunRecorder(sink, result):
-        async with open_client(settings) as client:
-            try:
-                listed, _ = await list_databases(client)
-                dbs = [d for d in listed if database_matches(d.server, d.name, database)]
-                if database is not None and not dbs:
-                    raise no_such_database(database, listed)
-                read, frames_read = await _read(client, sink, settings, dbs, filters, lap, page_size, progress)
-                now = datetime.now(UTC)
-                changes = frame_changes(frames_read[1], read, now)
-                attr_diff = None
-                if attributes:
-                    attr_diff = await _attribute_changes(client, sink, changes, read.frames, progress, now)
-            finally:
-                take_client_counters(result, client)
+    async with job_run("events", settings, progress) as run:
+        sink, result, progress, client = run.sink, run.result, run.progress, run.client
+        listed, _ = await list_databases(client)
+        dbs = [d for d in listed if database_matches(d.server, d.name, database)]
+        if database is not None and not dbs:
+            raise no_such_database(database, listed)
+        read, frames_read = await _read(client, sink, settings, dbs, filters, lap, page_size, progress)
+        now = datetime.now(UTC)
+        changes = frame_changes(frames_read[1], read, now)
+        attr_diff = None
+        if attributes:
+            attr_diff = await _attribute_changes(client, sink, changes, read.frames, progress, now)
+        await run.close_client()
         meta = {"piflow.job": "events", "piflow.run_id": result.run_id}
         attrs_written = [] if attr_diff is None else write_changes(
             sink, "pi_event_frame_attributes", attr_diff.changes, af_schema.PI_EVENT_FRAME_ATTRIBUTES,
@@ -454,5 +447,4 @@ def _report(result: RunResult, sink: DeltaSink, read: EventsRead, changes: Seque
         "attributes_changed": len(attr_changes), "frames_gone": len(read.gone),
         "frames_with_removed_element": removed, "frames_with_unknown_element": unknown,
     }
-    progress.close()
 

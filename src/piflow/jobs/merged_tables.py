@@ -5,8 +5,10 @@ whole table, write the changed rows in one commit. Shared by ``piflow af``, ``pi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+import math
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -53,3 +55,30 @@ def write_changes(sink: DeltaSink, name: str, changes: Callable[[list[Row]], lis
 
     sink.commit(name, plan, schema=schema, first=first[0] if first is not None else None)
     return written
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(a == b)
+
+
+def merge_changes(existing: Iterable[dict[str, Any]], current: Iterable[dict[str, Any]], compared: Sequence[str],
+                  in_scope: Callable[[dict[str, Any]], bool], now: datetime) -> list[dict[str, Any]]:
+    """Rows to merge on ``webid`` (catalog-like tables: points, AF objects, event frames): new rows, changed
+    rows (keeping ``first_seen``) and tombstones for rows in scope that vanished (pure). Unchanged rows are not
+    returned, so an unchanged source commits nothing."""
+    old = {r["webid"]: r for r in existing}
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for row in current:
+        seen.add(row["webid"])
+        prev = old.get(row["webid"])
+        if prev is None:
+            out.append(row)
+        elif not all(_same(prev.get(k), row.get(k)) for k in compared):
+            out.append({**row, "first_seen": prev["first_seen"]})
+    for webid, prev in old.items():
+        if webid not in seen and not prev["is_deleted"] and in_scope(prev):
+            out.append({**prev, "is_deleted": True, "last_seen": now})
+    return out

@@ -8,7 +8,7 @@ PI channels push changes but cannot resume, so the channel is treated as a *noti
   before the socket opened is in that read; whatever became visible after it is pushed by the channel.
   Values pushed for a point whose gap read is not committed yet are held back until it is.
 - Every ``commit_interval_s`` the values pushed since the last commit are committed through
-  :func:`piflow.jobs.sync.commit_diff` (the exactly-once protocol of ``sync``). A pushed value can go in as
+  :func:`piflow.jobs.value_diff.commit_diff` (the exactly-once protocol of ``sync``). A pushed value can go in as
   it is (source ``channel``) only when its key is certainly right: its timestamp is newer than the point's
   committed watermark and no other pushed value of that point shares it, so ``seq`` is 0 as ``recorded``
   would number it. Otherwise (a late value, an edit, several events at one timestamp, out-of-order messages)
@@ -42,28 +42,20 @@ import pyarrow.compute as pc
 
 from piflow import schema
 from piflow.client.channels import decode_message
-from piflow.client.retry import RetryPolicy
+from piflow.client.retry import Backoff, RetryPolicy, wait_unless_halted
 from piflow.errors import TransientError
-from piflow.jobs.common import (
-    RunRecorder,
-    RunResult,
-    on_stop_signals,
-    open_client,
-    points_to_read,
-    resolve_time,
-    server_now,
-    take_client_counters,
-)
+from piflow.jobs.common import points_to_read, resolve_time, server_now
 from piflow.jobs.reader import RecordedReader
+from piflow.jobs.runs import RunResult, job_run, on_stop_signals
 from piflow.jobs.stream_news import NewsBuffer, classify_news, dedupe_latest, news_table
 from piflow.jobs.stream_options import READ_GROUP, StreamOptions
-from piflow.jobs.stream_sources import StreamSources, sleep_unless_halted
+from piflow.jobs.stream_sources import StreamSources
 from piflow.jobs.stream_stats import Delays, StreamStats, status_line, summary_line
-from piflow.jobs.sync import commit_diff
+from piflow.jobs.value_diff import commit_diff
 from piflow.jobs.watermarks import max_timestamps, read_watermarks
 from piflow.pitime import TICKS_PER_SECOND, TICKS_PER_US, from_ticks, to_ticks
 from piflow.planner import PointRef, group_for_sync
-from piflow.progress import NullProgress, Progress
+from piflow.progress import Progress
 from piflow.sinks.delta import DeltaSink
 
 if TYPE_CHECKING:
@@ -106,15 +98,15 @@ class StreamJob:
                                   * TICKS_PER_SECOND)
         self.default_start = 0
         self.clock_offset = 0.0  # server seconds minus local seconds, for the lag in the status line
-        self.backoff = RetryPolicy(max_attempts=1_000_000, base_s=options.reconnect_base_s,
-                                   cap_s=options.reconnect_cap_s)
+        self.retry = RetryPolicy(max_attempts=1_000_000, base_s=options.reconnect_base_s,
+                                 cap_s=options.reconnect_cap_s)  # background work retries until the halt
         self.read_slots = asyncio.Semaphore(max(1, settings.concurrency))
         self.commit_lock = asyncio.Lock()
         self._halt = asyncio.Event()  # set when the job winds down (background retries give up)
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_status = time.monotonic()
         self._since_status = 0
-        self.sources = StreamSources(self)
+        self.sources = StreamSources(self, settings.verify)
 
     # ---- start and stop ---------------------------------------------------------------------------------------
     async def prepare(self) -> None:
@@ -235,7 +227,7 @@ class StreamJob:
         interval = self.options.commit_interval_s
         next_at = loop.time() + interval
         while not halt.is_set():
-            await sleep_unless_halted(halt, next_at - loop.time())
+            await wait_unless_halted(next_at - loop.time(), halt)
             if halt.is_set():
                 return
             await self.commit()
@@ -243,7 +235,7 @@ class StreamJob:
 
     async def _status_loop(self, halt: asyncio.Event) -> None:
         while not halt.is_set():
-            await sleep_unless_halted(halt, self.options.status_interval_s)
+            await wait_unless_halted(self.options.status_interval_s, halt)
             self._status()
 
     async def commit(self, *, final: bool = False) -> None:
@@ -315,27 +307,29 @@ class StreamJob:
         """Queue the server's rows over each point's affected range (seq as ``recorded`` numbers them).
 
         The points are already held (``pending``); they are released when the rows are committed, or here
-        if the read is given up (``halt`` set while retrying): their pushed values are then not committed
-        by this run, and a restart reads the gap back from the watermark.
+        if the read is given up (``halt`` set while retrying; with no ``halt``, the final commit, one attempt):
+        their pushed values are then not committed by this run, and a restart reads the gap back from the
+        watermark.
         """
         self.stats.reread_points += len(ranges)
         refs = [self.points[w] for w in ranges]
         starts = {w: lo * TICKS_PER_US for w, (lo, _) in ranges.items()}
         ends = {w: hi * TICKS_PER_US + TICKS_PER_US - 1 for w, (_, hi) in ranges.items()}
+
+        async def read() -> None:
+            table = await self._read_groups(refs, starts, ends)
+            self.gaps.append(_Gap(list(ranges), min(lo for lo, _ in ranges.values()), table))
+
+        def warn(exc: TransientError, failures: int) -> None:
+            log.warning("re-read of %d points failed: %s (attempt %d)", len(refs), exc, failures)
+
         queued = False
-        attempt = 0
         try:
-            while not queued:
-                try:
-                    table = await self._read_groups(refs, starts, ends)
-                    self.gaps.append(_Gap(list(ranges), min(lo for lo, _ in ranges.values()), table))
-                    queued = True
-                except TransientError as exc:
-                    attempt += 1
-                    if halt is None or halt.is_set():
-                        raise
-                    log.warning("re-read of %d points failed: %s (attempt %d)", len(refs), exc, attempt)
-                    await sleep_unless_halted(halt, self.backoff.delay(attempt))
+            if halt is None:
+                await read()
+            else:
+                await Backoff(self.retry, sleep=self.client.http.sleep, halt=halt).run(read, warn)
+            queued = True
         finally:
             if not queued:
                 self._release(list(ranges))
@@ -391,23 +385,19 @@ def _signals(stop: asyncio.Event | None) -> Iterator[asyncio.Event]:
 async def run_stream(settings: PiflowSettings, progress: Progress | None = None,
                      options: StreamOptions | None = None, stop: asyncio.Event | None = None) -> RunResult:
     """Stream until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is None), then commit and return."""
-    progress = progress or NullProgress()
     options = options or StreamOptions()
-    sink = DeltaSink(settings.target)
-    result = RunResult(job="stream")
-    with RunRecorder(sink, result):
-        points = await points_to_read(settings, sink, progress)
+    async with job_run("stream", settings, progress) as run:
+        result = run.result
+        points = await points_to_read(settings, run.sink, run.progress)
         result.points = len(points)
-        async with open_client(settings) as client:
-            job = StreamJob(settings, options, sink, client, points, progress, result)
-            try:
-                with _signals(stop) as stop_event:
-                    await job.run(stop_event)
-            finally:
-                take_client_counters(result, client)
-                result.details = asdict(job.stats)
-                result.message = summary_line(job.stats)
-                result.window_end = from_ticks(int((time.time() + job.clock_offset) * TICKS_PER_SECOND))
-        progress.close()
+        job = StreamJob(settings, options, run.sink, run.client, points, run.progress, result)
+        try:
+            with _signals(stop) as stop_event:
+                await job.run(stop_event)
+        finally:
+            result.details = asdict(job.stats)
+            result.message = summary_line(job.stats)
+            result.window_end = from_ticks(int((time.time() + job.clock_offset) * TICKS_PER_SECOND))
+        run.unknown_points({w: job.points[w].name for w in sorted(job.missing) if w in job.points})
     return result
 

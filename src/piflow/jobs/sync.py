@@ -11,31 +11,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from piflow import schema
-from piflow.jobs.common import (
-    RunRecorder,
-    RunResult,
-    all_or_none,
-    open_client,
-    points_to_read,
-    resolve_time,
-    server_now,
-    take_client_counters,
-)
+from piflow.jobs.common import all_or_none, points_to_read, resolve_time, server_now
 from piflow.jobs.reader import RecordedReader
-from piflow.jobs.watermarks import advance_watermarks, max_timestamps, read_watermarks
+from piflow.jobs.runs import RunResult, job_run
+from piflow.jobs.value_diff import commit_diff, existing_rows
+from piflow.jobs.watermarks import read_watermarks
 from piflow.pitime import TICKS_PER_SECOND, TICKS_PER_US, from_ticks, to_ticks
 from piflow.planner import PointRef, group_for_sync
-from piflow.progress import NullProgress, Progress
-from piflow.sinks.delta import DeltaSink, Snapshot, Write
+from piflow.progress import Progress
+from piflow.sinks.delta import DeltaSink
 
 if TYPE_CHECKING:
     from piflow.config import PiflowSettings
@@ -45,228 +35,39 @@ DEFAULT_GROUP = 100
 # A sync reads and commits at most this much time at once (or twice the lookback, if longer): a long gap is
 # caught up slice by slice, each committed, so memory stays bounded and work done is kept.
 SLICE_TICKS = 6 * 3600 * TICKS_PER_SECOND
-KEY = list(schema.PI_VALUES_KEY)
-_COMPARE = [c for c in schema.PI_VALUES_CONTENT if c not in KEY and c != "date"]
-
-
-def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Null-aware (and NaN-aware) equality of two columns."""
-    eq = pc.fill_null(pc.equal(a, b), False)
-    both_null = pc.and_(pc.is_null(a), pc.is_null(b))
-    same = pc.or_(eq, both_null)
-    if pa.types.is_floating(a.type):
-        same = pc.or_(same, pc.fill_null(pc.and_(pc.is_nan(a), pc.is_nan(b)), False))
-    return same
-
-
-def split_new_and_changed(fetched: pa.Table, existing: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """Rows of ``fetched`` whose key is not in ``existing``, and rows whose key is there with other content."""
-    new_rows, changed, _ = diff_rows(fetched, existing)
-    return new_rows, changed
-
-
-def diff_rows(fetched: pa.Table, existing: pa.Table) -> tuple[pa.Table, pa.Table, pa.Table]:
-    """(rows of ``fetched`` with a new key, rows of ``fetched`` whose key holds other content, keys of
-    ``existing`` that ``fetched`` lacks), each in its table's order (pure)."""
-    if fetched.num_rows == 0 or existing.num_rows == 0:
-        return fetched, fetched.slice(0, 0), existing.select(KEY)
-    ids = pc.unique(pa.chunked_array(fetched.column("webid").chunks + existing.column("webid").chunks))
-    keys = _packed_keys(ids, fetched, existing)
-    if keys is None:
-        row, old_row = _joined_rows(ids, fetched, existing)
-        found = np.zeros(fetched.num_rows, dtype=bool)
-        found[row.to_numpy(zero_copy_only=False)] = True
-        matched = np.zeros(existing.num_rows, dtype=bool)
-        matched[old_row.to_numpy(zero_copy_only=False)] = True
-    else:
-        # One integer per key, looked up in sorted order: a tenth of the time of a join carrying every column
-        # (both sides arrive as runs of rows in time order, so the sorts are cheap).
-        mine, theirs = keys
-        at, found = _lookup(theirs, mine)
-        row, old_row = pa.array(np.flatnonzero(found)), pa.array(at[found])
-        matched = _lookup(mine, theirs)[1]  # every copy of a key counts, should the table hold two
-    unchanged = None
-    for c in _COMPARE:
-        same = _same(fetched.column(c).take(row), existing.column(c).take(old_row))
-        unchanged = same if unchanged is None else pc.and_(unchanged, same)
-    changed_rows = pc.filter(row, pc.invert(unchanged))
-    return (fetched.filter(pa.array(~found)), fetched.take(_sorted(changed_rows)),
-            existing.select(KEY).filter(pa.array(~matched)))
-
-
-def _packed_keys(ids: pa.Array, fetched: pa.Table, existing: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
-    """(webid, timestamp, seq) of both tables as one int64 each (mixed radix over the ranges present), or None
-    when the ranges do not fit in 63 bits."""
-    ts = [t.column("timestamp").cast(pa.int64()) for t in (fetched, existing)]
-    lo = min(pc.min(t).as_py() for t in ts)
-    span = max(pc.max(t).as_py() for t in ts) - lo + 1
-    seqs = max(pc.max(t.column("seq")).as_py() for t in (fetched, existing)) + 1
-    if len(ids) * span * seqs >= 2**63:
-        return None
-    out = []
-    for table, t in zip((fetched, existing), ts, strict=True):
-        point = pc.index_in(table.column("webid"), value_set=ids).to_numpy(zero_copy_only=False).astype(np.int64)
-        rel = t.to_numpy(zero_copy_only=False) - lo
-        out.append((point * span + rel) * seqs + table.column("seq").to_numpy(zero_copy_only=False))
-    return out[0], out[1]
-
-
-def _lookup(values: np.ndarray, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each probe, the index of an equal value (any, where undefined) and whether there is one."""
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    pos = np.searchsorted(ordered, probes)
-    pos[pos == len(ordered)] = 0
-    return order[pos], ordered[pos] == probes
-
-
-def _joined_rows(ids: pa.Array, fetched: pa.Table, existing: pa.Table) -> tuple[pa.Array, pa.Array]:
-    """Row numbers of equal keys in ``fetched`` and ``existing``, paired, from an inner join on (point id,
-    timestamp, seq): for ranges too wide for :func:`_packed_keys`."""
-    key_names = ["__point", "timestamp", "seq"]
-
-    def keyed(table: pa.Table, rows: str) -> pa.Table:
-        return pa.table({"__point": pc.index_in(table.column("webid"), value_set=ids),
-                         "timestamp": table.column("timestamp"), "seq": table.column("seq"),
-                         rows: pa.array(np.arange(table.num_rows, dtype=np.int64))})
-
-    joined = keyed(fetched, "__row").join(keyed(existing, "__old_row"), keys=key_names, join_type="inner")
-    order = pc.sort_indices(joined.column("__row"))
-    return joined.column("__row").take(order).combine_chunks(), joined.column("__old_row").take(order).combine_chunks()
-
-
-def within_read(keys: pa.Table, covered_from: dict[str, int], end_ticks: int) -> pa.Table:
-    """The keys of rows inside the range their point was read completely (pure): [``covered_from[webid]``,
-    ``end_ticks``] in ticks, judged only when a row's whole microsecond lies inside it (the table truncates
-    PI's 100 ns ticks); points not in ``covered_from`` (not read, or unknown to the server) never are."""
-    if keys.num_rows == 0 or not covered_from:
-        return keys.slice(0, 0)
-    names = list(covered_from)
-    where = pc.index_in(keys.column("webid"), value_set=pa.array(names, pa.string()))
-    lower_us = np.array([-(-covered_from[w] // TICKS_PER_US) for w in names], dtype=np.int64)
-    idx = where.to_numpy(zero_copy_only=False)
-    known = ~np.isnan(idx) if idx.dtype.kind == "f" else np.ones(idx.shape[0], dtype=bool)
-    ts = keys.column("timestamp").cast(pa.int64()).to_numpy(zero_copy_only=False)
-    inside = known.copy()
-    inside[known] = ts[known] >= lower_us[idx[known].astype(np.int64)]
-    inside &= ts <= (end_ticks - (TICKS_PER_US - 1)) // TICKS_PER_US
-    return keys.filter(pa.array(inside))
-
-
-def _sorted(indices: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Row numbers in ascending order, so the server's order survives the join."""
-    return pc.take(indices, pc.sort_indices(indices))
-
-
-def existing_rows(snap: Snapshot, webids: list[str], since_us: int, until_us: int | None = None,
-                  columns: list[str] | None = None) -> pa.Table:
-    """What one version of ``pi_values`` holds for these points in [since, until) (partition- and stats-pruned)."""
-    since = datetime.fromtimestamp(since_us / 1_000_000, UTC)
-    flt = (ds.field("date") >= pa.scalar(since.date(), pa.date32())) & (
-        ds.field("timestamp") >= pa.scalar(since_us, pa.int64()).cast(schema.TS)) & ds.field("webid").isin(webids)
-    if until_us is not None:
-        until = datetime.fromtimestamp(until_us / 1_000_000, UTC)
-        flt = flt & (ds.field("date") <= pa.scalar(until.date(), pa.date32())) & (
-            ds.field("timestamp") < pa.scalar(until_us, pa.int64()).cast(schema.TS))
-    return snap.read(columns=columns or list(schema.PI_VALUES_CONTENT), filter=flt)
-
-
-def values_write(new_rows: pa.Table, changed: pa.Table, gone: pa.Table | None,
-                 metadata: dict[str, str]) -> Write:
-    """New rows, changed rows and deleted keys of ``pi_values`` as one write (one commit, all or nothing).
-
-    The merge bounds (date and time from the earliest row involved) let delta-rs skip files by statistics
-    without excluding any row the write could match.
-    """
-    involved = [t for t in (changed, gone) if t is not None and t.num_rows]
-    if not involved:
-        return Write(append=new_rows, key=KEY, metadata=metadata)
-    first = min(pc.min(t.column("timestamp")).cast(pa.int64()).as_py() for t in [*involved, new_rows]
-                if t.num_rows)
-    start = datetime.fromtimestamp(first / 1_000_000, UTC)
-    return Write(append=new_rows, upsert=changed, delete=gone, key=KEY, metadata=metadata,
-                 bounds=f"t.date >= '{start.date().isoformat()}' AND t.timestamp >= '{start.isoformat()}'")
-
-
-def commit_diff(sink: DeltaSink, fetched: pa.Table, webids: list[str], since_us: int,
-                metadata: dict[str, str], existing: tuple[Snapshot, pa.Table] | None = None,
-                covered: tuple[dict[str, int], int] | None = None,
-                hold: frozenset[str] = frozenset(), until_us: int | None = None) -> tuple[int, int, int]:
-    """Make the table hold ``fetched`` for these points from ``since`` on, without duplicating anything.
-
-    ``fetched`` must be everything the server holds for ``webids`` over the range it covers (so that seq
-    numbers are the server's). New keys are appended; keys whose content changed are replaced; with
-    ``covered`` = (first tick read per point, last tick read), rows the server no longer holds in that range
-    are deleted; all three in one commit, planned from one snapshot (planned again from a fresh one when
-    another writer committed first). The watermarks then move forward. Safe to repeat: a second call with
-    the same data changes nothing. ``existing`` is (snapshot, ``existing_rows(snapshot, webids, since_us,
-    until_us)``) when the caller read it already (``until_us``: where ``fetched`` ends, exclusive). ``hold``
-    names points whose rows are only added to, never changed or deleted (their stored values are newer than
-    the server's clock). Returns (inserted, updated, deleted).
-    """
-    counts = (0, 0, 0)
-
-    def plan(snap: Snapshot) -> Write:
-        nonlocal counts
-        held = (existing[1] if existing is not None and snap is existing[0]
-                else existing_rows(snap, webids, since_us, until_us))
-        new_rows, changed, lacking = diff_rows(fetched, held)
-        gone = within_read(lacking, *covered) if covered is not None else None
-        if hold:
-            held_ids = pa.array(sorted(hold), pa.string())
-            changed = changed.filter(pc.invert(pc.is_in(changed.column("webid"), value_set=held_ids)))
-            if gone is not None:
-                gone = gone.filter(pc.invert(pc.is_in(gone.column("webid"), value_set=held_ids)))
-        counts = (new_rows.num_rows, changed.num_rows, 0 if gone is None else gone.num_rows)
-        return values_write(new_rows, changed, gone, metadata)
-
-    sink.commit("pi_values", plan, first=existing[0] if existing is not None else None)
-    if counts[2]:
-        log.info("sync: %d values were deleted in PI; deleted them here too", counts[2])
-    advance_watermarks(sink, max_timestamps(fetched), metadata)
-    return counts
-
-
 async def run_sync(settings: PiflowSettings, progress: Progress | None = None) -> RunResult:
-    progress = progress or NullProgress()
-    sink = DeltaSink(settings.target)
-    result = RunResult(job="sync")
-    with RunRecorder(sink, result):
+    async with job_run("sync", settings, progress) as run:
+        sink, result, progress = run.sink, run.result, run.progress
         points = await points_to_read(settings, sink, progress)
-        async with open_client(settings) as client:
-            try:
-                now = await server_now(client)
-                end_ticks = to_ticks(now - settings.safety_lag_delta)
-                default_start = to_ticks(resolve_time("start", settings.start, now))
-                lookback = int(settings.lookback_delta.total_seconds() * TICKS_PER_SECOND)
-                marks = read_watermarks(sink)
-                starts = {
-                    p.webid: min(end_ticks, (marks[p.webid] * TICKS_PER_US - lookback) if p.webid in marks
-                                 else default_start)
-                    for p in points
-                }
-                result.points = len(points)
-                result.window_start, result.window_end = from_ticks(min(starts.values())), from_ticks(end_ticks)
-                group = settings.points_per_request or DEFAULT_GROUP
-                plan = [(s, e, last, group_for_sync(ss, [p for p in points if p.webid in ss], group, lookback))
-                        for s, e, last, ss in sync_slices(starts, end_ticks, max(SLICE_TICKS, 2 * lookback))]
-                if len(plan) > 1:
-                    progress.note(f"sync: {from_ticks(min(starts.values())).isoformat()} .. "
-                                  f"{from_ticks(end_ticks).isoformat()} in {len(plan)} slices, each committed")
-                progress.start(sum(len(g) for *_, g in plan), f"sync {len(points)} points")
-                reader = RecordedReader(client)
-                hold = clock_behind(marks, [p.webid for p in points], now, progress)
-                counts = Counts()
-                for s, e, last, groups in plan:
-                    await _sync_slice(sink, reader, groups, (s, e, last), settings.concurrency, progress, hold,
-                                      {"piflow.job": "sync", "piflow.run_id": result.run_id}, counts)
-                    result.values_written = counts.inserted + counts.updated + counts.deleted
-            finally:
-                take_client_counters(result, client)
+        now = await server_now(run.client)
+        end_ticks = to_ticks(now - settings.safety_lag_delta)
+        default_start = to_ticks(resolve_time("start", settings.start, now))
+        lookback = int(settings.lookback_delta.total_seconds() * TICKS_PER_SECOND)
+        marks = read_watermarks(sink)
+        starts = {
+            p.webid: min(end_ticks, (marks[p.webid] * TICKS_PER_US - lookback) if p.webid in marks else default_start)
+            for p in points
+        }
+        result.points = len(points)
+        result.window_start, result.window_end = from_ticks(min(starts.values())), from_ticks(end_ticks)
+        group = settings.points_per_request or DEFAULT_GROUP
+        plan = [(s, e, last, group_for_sync(ss, [p for p in points if p.webid in ss], group, lookback))
+                for s, e, last, ss in sync_slices(starts, end_ticks, max(SLICE_TICKS, 2 * lookback))]
+        if len(plan) > 1:
+            progress.note(f"sync: {from_ticks(min(starts.values())).isoformat()} .. "
+                          f"{from_ticks(end_ticks).isoformat()} in {len(plan)} slices, each committed")
+        progress.start(sum(len(g) for *_, g in plan), f"sync {len(points)} points")
+        reader = RecordedReader(run.client)
+        hold = clock_behind(marks, [p.webid for p in points], now, progress)
+        counts = Counts()
+        for s, e, last, groups in plan:
+            await _sync_slice(sink, reader, groups, (s, e, last), settings.concurrency, progress, hold,
+                              {"piflow.job": "sync", "piflow.run_id": result.run_id}, counts)
+            result.values_written = counts.inserted + counts.updated + counts.deleted
+        run.unknown_points(reader.stats.missing)
         result.details = {"read": counts.read, "inserted": counts.inserted, "updated": counts.updated,
                           "deleted": counts.deleted, "slices": len(plan), "held_points": len(hold),
                           "commit_retries": sink.conflicts}
-        progress.close()
     return result
 
 

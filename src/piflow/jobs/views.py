@@ -6,10 +6,12 @@ from one paged search (``templateName``), their attribute names and types from o
 from ``streamsets/{element}/interpolated`` fanned out through ``/batch`` per time window; a window that would
 return more than the server's ``MaxReturnedItemsPerCall`` is split and asked again.
 
-Numeric attribute types become float64 columns, the rest strings. A digital or system state ("I/O Timeout") in
-a numeric column is null there (the run says how many): ``pi_values`` keeps the exact state. Rows are merged on
-(``element_webid``, ``timestamp``) on a grid aligned to the interval (multiples of it since 1970-01-01 UTC,
-whatever the start), so writing an overlapping window again replaces its rows instead of adding a second grid.
+Numeric attribute types become float64 columns, the rest strings; values are classified as in ``pi_values``
+(:mod:`piflow.pi_values`: a number sent as text is a number on a numeric attribute). A digital or system state
+("I/O Timeout") in a numeric column is null there (the run says how many): ``pi_values`` keeps the exact state.
+Rows are merged on (``element_webid``, ``timestamp``) on a grid aligned to the interval (multiples of it since
+1970-01-01 UTC, whatever the start), so writing an overlapping window again replaces its rows instead of adding a
+second grid.
 """
 
 from __future__ import annotations
@@ -23,17 +25,19 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from piflow import af_schema
+from piflow import af_schema, schema
 from piflow.errors import ConfigError, SinkError, TooManyItemsError
 from piflow.jobs.af_databases import Database, database_matches, list_databases, no_such_database
 from piflow.jobs.batching import fetch_many, item_error, resource
-from piflow.jobs.common import RunRecorder, RunResult, open_client, resolve_time, server_now, take_client_counters
+from piflow.jobs.common import resolve_time, server_now
 from piflow.jobs.events import pi_datetime
-from piflow.jobs.pi_json import Json, stream_error, value_text
+from piflow.jobs.pi_json import Json, stream_error
+from piflow.jobs.runs import RunResult, job_run
+from piflow.pi_values import classify_many, is_numeric_type, value_text
 from piflow.pitime import format_ticks, parse_interval, to_ticks
-from piflow.progress import NullProgress, Progress
+from piflow.progress import Progress
 from piflow.schema import TABLES
-from piflow.sinks.delta import DeltaSink, Snapshot, Write
+from piflow.sinks.delta import Snapshot, Write
 
 if TYPE_CHECKING:
     from piflow.client.api import PiClient
@@ -41,8 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NUMERIC_TYPES = frozenset({"single", "double", "float", "int16", "int32", "int64", "uint16", "uint32", "uint64",
-                           "byte", "sbyte", "boolean"})
 MAX_ITEMS_PER_CALL = 150_000  # PI's default MaxReturnedItemsPerCall; windows are planned to stay well below
 _BAD_CHARS = re.compile(r"[ ,;{}()\n\t=]+")
 _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
@@ -58,17 +60,19 @@ class Element:
 
 @dataclass
 class Columns:
-    """Attribute columns of the view: WebID of an element's attribute -> column; column -> numeric or not."""
+    """Attribute columns of the view: WebID of an element's attribute -> column and AF type; column -> numeric
+    or not."""
 
     of_attribute: dict[str, str] = field(default_factory=dict)
+    type_of: dict[str, str | None] = field(default_factory=dict)
     numeric: dict[str, bool] = field(default_factory=dict)
     widest: int = 0  # most attributes of one element (sizes the time windows)
 
     def add(self, webid: str, name: str, type_name: str | None) -> None:
         col = column_name(name)
         self.of_attribute[webid] = col
-        is_num = (type_name or "").strip().lower() in NUMERIC_TYPES
-        self.numeric[col] = self.numeric.get(col, True) and is_num
+        self.type_of[webid] = type_name
+        self.numeric[col] = self.numeric.get(col, True) and is_numeric_type(type_name)
 
     def schema(self) -> pa.Schema:
         return af_schema.view_schema([(c, pa.float64() if num else pa.string()) for c, num in self.numeric.items()])
@@ -126,14 +130,15 @@ class WideRows:
     errors: dict[str, tuple[set[str], str]] = field(default_factory=dict)  # column -> (elements failed, a message)
 
     def add_stream(self, element: Element, item: Json, times: dict[str, datetime | None]) -> None:
-        col = self.columns.of_attribute.get(str(item.get("WebId")))
+        webid = str(item.get("WebId"))
+        col = self.columns.of_attribute.get(webid)
         if col is None:
             return
         err = stream_error(item)
         if err:
             self.errors.setdefault(col, (set(), err))[0].add(element.webid)
         self.elements[element.webid] = element
-        numeric = self.columns.numeric[col]
+        stamped: list[tuple[datetime, Any]] = []
         for v in item.get("Items") or []:
             text = v.get("Timestamp") if isinstance(v, dict) else None
             if not isinstance(text, str):
@@ -141,18 +146,21 @@ class WideRows:
             if text not in times:
                 times[text] = pi_datetime(text)
             ts = times[text]
-            if ts is None:
-                continue
-            self.cells.setdefault((element.webid, ts), {})[col] = self._cell(v.get("Value"), numeric)
+            if ts is not None:
+                stamped.append((ts, v.get("Value")))
+        cells = self._cells([value for _, value in stamped], self.columns.type_of.get(webid),
+                            self.columns.numeric[col])
+        for (ts, _), cell in zip(stamped, cells, strict=True):
+            self.cells.setdefault((element.webid, ts), {})[col] = cell
 
-    def _cell(self, value: Any, numeric: bool) -> Any:
-        if numeric:
-            if isinstance(value, int | float):
-                return float(value)
-            if value is not None:
-                self.not_numeric += 1
-            return None
-        return value_text(value)[0]
+    def _cells(self, values: list[Any], value_type: str | None, numeric: bool) -> list[Any]:
+        """The cells of one stream, classified as in ``pi_values``: a numeric column takes the numbers (a state
+        there is null and counted), a text column the value as text (states by name)."""
+        if not numeric:
+            return [value_text(value, value_type)[0] for value in values]
+        cols = classify_many(values, value_type)
+        self.not_numeric += sum(1 for k in cols.kind if k not in (schema.KIND_NUMBER, schema.KIND_NULL))
+        return [d if k == schema.KIND_NUMBER else None for k, d in zip(cols.kind, cols.double, strict=True)]
 
     def table(self) -> pa.Table:
         sch = self.columns.schema()
@@ -248,7 +256,6 @@ async def run_view(settings: PiflowSettings, progress: Progress | None = None, *
                    table: str | None = None, page_size: int = 1000) -> RunResult:
     """Write the wide asset view of ``template`` for ``[start, end]`` (PI time strings; default the settings'
     ``start``/``end``) every ``interval`` into ``table`` (default ``pi_view_<template>``)."""
-    progress = progress or NullProgress()
     try:
         step = parse_interval(interval)
     except ValueError as exc:
@@ -256,15 +263,11 @@ async def run_view(settings: PiflowSettings, progress: Progress | None = None, *
     if step <= timedelta(0):
         raise ConfigError("interval", f"{interval!r} is not a positive interval")
     name = checked_table_name(table) if table is not None else table_name(template)
-    sink = DeltaSink(settings.target)
-    result = RunResult(job="view")
-    with RunRecorder(sink, result):
-        async with open_client(settings) as client:
-            try:
-                rows, elements = await _read(client, settings, template, interval, start or settings.start,
-                                             end or settings.end, database, step, page_size, result, progress)
-            finally:
-                take_client_counters(result, client)
+    async with job_run("view", settings, progress) as run:
+        sink, result, progress = run.sink, run.result, run.progress
+        rows, elements = await _read(run.client, settings, template, interval, start or settings.start,
+                                     end or settings.end, database, step, page_size, result, progress)
+        await run.close_client()
         notes = _notes(template, elements, rows)
         if rows.cells:
             meta = {"piflow.job": "view", "piflow.run_id": result.run_id}
@@ -280,7 +283,6 @@ async def run_view(settings: PiflowSettings, progress: Progress | None = None, *
                           "stream_errors": {c: len(f) for c, (f, _) in rows.errors.items()}}
         for note in notes:
             progress.note(note)
-        progress.close()
     return result
 
 
