@@ -63,10 +63,10 @@ def emulator_process(log: Path, *flags: str, auth: tuple[str, str] | None = None
         finally:
             proc.terminate()
             try:
-                proc.wait(timeout=15)
+                proc.communicate(timeout=15)  # waits, and closes the stdout pipe
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait()
+                proc.communicate()
 
 
 def test_emulator_subprocess_prints_its_url_and_answers(tmp_path: Path) -> None:

@@ -421,4 +421,4 @@ def test_cli_warns_when_bound_beyond_loopback() -> None:
         assert "/_emulator" in line
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.communicate(timeout=30)  # waits, and closes the stderr pipe

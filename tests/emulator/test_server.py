@@ -95,5 +95,5 @@ def test_serve_blocks_and_answers_until_terminated() -> None:
         assert r.json()["ServerTime"] == "2026-01-01T00:00:00Z"
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.communicate(timeout=30)  # waits, and closes the stderr pipe
     assert proc.returncode is not None

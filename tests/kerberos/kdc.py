@@ -113,4 +113,4 @@ def kdc(tmp: Path) -> Iterator[Realm]:
         yield realm
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.communicate(timeout=10)  # waits, and closes the stderr pipe
