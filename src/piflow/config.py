@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSett
 
 from piflow.errors import ConfigError
 from piflow.pitime import interval_text, parse_interval, parse_pi_time
+from piflow.urls import normalise_base_url
 
 if TYPE_CHECKING:
     from piflow.client.auth import Auth
@@ -351,12 +352,11 @@ def normalise_url(url: str) -> str:
 
     Users paste what their browser shows: with or without ``/piwebapi``, with a trailing slash, or a deeper
     page such as ``.../piwebapi/dataservers``; all of these name the same base. The settings' checks come
-    first (their messages give an example, and a query string is refused); the normalising itself is the
-    client's, so that a URL given to the client directly ends up the same.
+    first (their messages give an example, and a query string is refused); the normalising itself is
+    :func:`piflow.urls.normalise_base_url`, the client's too, so that a URL given to the client directly ends
+    up the same.
     """
     split_http_url("url", url)
-    from piflow.client.http import normalise_base_url  # here: settings without a URL load without httpx
-
     return normalise_base_url(url)
 
 

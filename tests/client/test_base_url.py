@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 
 from piflow.client import PiHttp
-from piflow.client.http import normalise_base_url
 from piflow.config import normalise_url
 from piflow.errors import ConfigError
+from piflow.urls import normalise_base_url
 
 CASES = [
     ("https://pi.example.com", "https://pi.example.com/piwebapi"),

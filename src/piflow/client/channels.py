@@ -42,7 +42,7 @@ from websockets.exceptions import (
 )
 
 from piflow import decode
-from piflow.client.http import DEFAULT_USER_AGENT, PiHttp, display_url, error_for_status, errors_of
+from piflow.client.http import DEFAULT_USER_AGENT, PiHttp, error_for_status, errors_of
 from piflow.client.retry import parse_retry_after
 from piflow.errors import (
     AuthError,
@@ -53,6 +53,7 @@ from piflow.errors import (
     PiApiError,
     TransientError,
 )
+from piflow.urls import display_url
 
 _log = logging.getLogger(__name__)
 
