@@ -10,7 +10,7 @@ import pytest
 
 from piflow.client.api import BatchItem
 from piflow.jobs.af_rows import PointRef, point_of, point_path_hint, point_queries
-from piflow.jobs.batching import resource, retry_closure, split_fanout, sub_items
+from piflow.jobs.batching import closure, resource, split_fanout, sub_items, transient_items
 from piflow.jobs.events import pi_datetime
 from piflow.jobs.merged_tables import merge_changes
 from piflow.jobs.pi_json import link_webid, value_text
@@ -40,6 +40,11 @@ def test_link_webid() -> None:
 
 def _item(status: int) -> BatchItem:
     return BatchItem(status=status, content={} if status < 400 else {"Errors": ["x"]})
+
+
+def retry_closure(body: dict[str, dict[str, Any]], answers: dict[str, BatchItem]) -> set[str]:
+    """What send_batch sends again: the transiently failed items and what they need, or need them."""
+    return closure(body, set(transient_items(answers)))
 
 
 def test_retry_closure_takes_children_and_parents_along() -> None:

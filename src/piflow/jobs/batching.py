@@ -89,12 +89,6 @@ def transient_items(answers: Mapping[str, BatchItem]) -> dict[str, TransientErro
     return {k: exc for k, a in answers.items() if (exc := item_error(a)) is not None and retriable(exc)}
 
 
-def retry_closure(body: Mapping[str, Mapping[str, Any]], answers: Mapping[str, BatchItem]) -> set[str]:
-    """Ids to send again after transient failures: the failed ones, their children (answered 409) and the
-    parents those need for their JSONPath parameters (pure)."""
-    return closure(body, set(transient_items(answers)))
-
-
 async def send_batch(client: PiClient, body: Mapping[str, Mapping[str, Any]]) -> dict[str, BatchItem]:
     """One ``/batch`` call; items that failed transiently are sent again with the client's backoff, which
     honours their ``Retry-After``.
