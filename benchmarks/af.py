@@ -75,7 +75,7 @@ def timed(coro: Any) -> tuple[Any, float]:
 
 def bench_af(workers: int, elements: int, lake: Path) -> None:
     from piflow.config import PiflowSettings
-    from piflow.jobs.af import run_af
+    from piflow.jobs.af.job import run_af
 
     with emulator(workers, points=elements * 5, af_elements=elements) as url:
         settings = PiflowSettings(url=url, target=str(lake))
@@ -93,8 +93,8 @@ async def fetch_only(url: str, days: int, parts: int) -> int:
     and thrown away undecoded: what the emulator alone can serve (the ceiling of the job). Frames overlapping
     two slices are counted twice."""
     from piflow.client.api import PiClient
+    from piflow.jobs.af.events import FRAME_FIELDS, split_window
     from piflow.jobs.common import server_now
-    from piflow.jobs.events import FRAME_FIELDS, split_window
     from piflow.pitime import format_ticks, to_ticks
 
     async with PiClient(url) as client:
@@ -119,7 +119,7 @@ async def fetch_only(url: str, days: int, parts: int) -> int:
 
 def bench_events(workers: int, days: int, lake: Path) -> None:
     from piflow.config import PiflowSettings
-    from piflow.jobs.events import run_events
+    from piflow.jobs.af.events import run_events
 
     per_day = 100_000 / 365
     with emulator(workers, points=5_000, af_elements=1_000, event_frames_per_day=per_day) as url:

@@ -47,13 +47,14 @@ SEED = 7
 JOB = """
 import asyncio, json, logging, sys
 from piflow.config import PiflowSettings
-from piflow.jobs.stream import StreamOptions, run_stream
+from piflow.jobs.stream.job import run_stream
+from piflow.jobs.stream.options import StreamOptions
 
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-logging.getLogger("piflow.jobs.stream").setLevel(logging.DEBUG)  # one line per commit, with its duration
+logging.getLogger("piflow.jobs.stream.job").setLevel(logging.DEBUG)  # one line per commit, with its duration
 url, target, interval = sys.argv[1], sys.argv[2], float(sys.argv[3])
 settings = PiflowSettings(url=url, target=target, points="*", start="*-2m", lookback="10m")
-result = asyncio.run(run_stream(settings, None, StreamOptions(commit_interval_s=interval)))
+result = asyncio.run(run_stream(settings, options=StreamOptions(commit_interval_s=interval)))
 print(json.dumps({"message": result.message, "details": result.details}, default=str), flush=True)
 """
 
@@ -121,7 +122,7 @@ def push_baseline(points: int, seconds: float, warmup: float) -> list[float]:
     from piflow.client.channels import ChannelOptions, decode_message, open_channel, plan_sockets
     from piflow.client.http import PiHttp
 
-    model = Model(ModelConfig(seed=SEED, points=points))
+    model = Model(ModelConfig(seed=SEED, point_count=points))
     by_webid: dict[str, object] = {p.webid: p for p in (model.point(0, i) for i in range(points))}
     latencies: list[float] = []
 
@@ -180,7 +181,7 @@ def run(points: int, seconds: float, interval: float, warmup: float, keep: bool)
             out, _ = job.communicate(timeout=120)
             summary = json.loads(out.strip().splitlines()[-1])
             tail.poll()
-        model = Model(ModelConfig(seed=SEED, points=points))
+        model = Model(ModelConfig(seed=SEED, point_count=points))
         by_webid: dict[str, object] = {p.webid: p for p in (model.point(0, i) for i in range(points))}
         latencies: list[float] = []
         late = 0

@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
-from piflow.emulator.af import AfModel
+from piflow.emulator.af.model import AfModel
 from piflow.emulator.app import state_of
 
 API = "/piwebapi"

@@ -37,16 +37,16 @@ from piflow.errors import (
 if TYPE_CHECKING:
     from piflow.client import BasicAuth, BearerAuth, KerberosAuth, OidcClientCredentials, PiClient, RetryPolicy
     from piflow.config import PiflowSettings, load_settings
-    from piflow.jobs.af import run_af
+    from piflow.jobs.af.events import run_events
+    from piflow.jobs.af.job import run_af
+    from piflow.jobs.af.views import run_view
     from piflow.jobs.backfill import run_backfill
     from piflow.jobs.discover import run_discover
-    from piflow.jobs.events import run_events
     from piflow.jobs.optimize import run_optimize
     from piflow.jobs.runs import RunResult
-    from piflow.jobs.stream import run_stream
-    from piflow.jobs.stream_options import StreamOptions
+    from piflow.jobs.stream.job import run_stream
+    from piflow.jobs.stream.options import StreamOptions
     from piflow.jobs.sync import run_sync
-    from piflow.jobs.views import run_view
 
 
 def _version() -> str:
@@ -63,8 +63,9 @@ __version__ = _version()
 _LAZY = {
     "PiflowSettings": "piflow.config", "load_settings": "piflow.config",
     "run_discover": "piflow.jobs.discover", "run_backfill": "piflow.jobs.backfill", "run_sync": "piflow.jobs.sync",
-    "run_stream": "piflow.jobs.stream", "StreamOptions": "piflow.jobs.stream_options", "run_af": "piflow.jobs.af",
-    "run_events": "piflow.jobs.events", "run_view": "piflow.jobs.views", "run_optimize": "piflow.jobs.optimize",
+    "run_stream": "piflow.jobs.stream.job", "StreamOptions": "piflow.jobs.stream.options",
+    "run_af": "piflow.jobs.af.job", "run_events": "piflow.jobs.af.events", "run_view": "piflow.jobs.af.views",
+    "run_optimize": "piflow.jobs.optimize",
     "RunResult": "piflow.jobs.runs",
     "PiClient": "piflow.client", "BasicAuth": "piflow.client", "BearerAuth": "piflow.client",
     "KerberosAuth": "piflow.client", "OidcClientCredentials": "piflow.client", "RetryPolicy": "piflow.client",

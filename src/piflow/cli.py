@@ -244,9 +244,9 @@ def _unavailable(command: str, why: str) -> NoReturn:
     raise typer.Exit(EXIT_UNAVAILABLE)
 
 
-def _job_function(command: str, module: str, name: str) -> Callable[..., Any]:
-    """``piflow.jobs.<module>.<name>``, imported when the command runs (``piflow --help`` stays fast)."""
-    fn: Callable[..., Any] = getattr(importlib.import_module(f"piflow.jobs.{module}"), name)
+def _job_function(module: str, name: str) -> Callable[..., Any]:
+    """``<module>.<name>``, imported when the command runs (``piflow --help`` stays fast)."""
+    fn: Callable[..., Any] = getattr(importlib.import_module(module), name)
     return fn
 
 
@@ -322,13 +322,13 @@ def exit_for(result: object) -> None:
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def _run_async_job(command: str, module: str, function: str, config: Path | None, overrides: dict[str, object],
+def _run_async_job(module: str, function: str, config: Path | None, overrides: dict[str, object],
                    debug: bool, **job_kwargs: Any) -> None:
     """The shape of every data command: settings, job(settings, progress, ...), result table, exit code."""
     with _errors_handled(debug):
         settings = _setup(config, overrides, debug)
         settings.require_url()
-        job = _job_function(command, module, function)
+        job = _job_function(module, function)
         check_writable_target(settings.target)
         progress = _progress_for(settings)
         try:
@@ -456,7 +456,7 @@ def sql_name(value: str | None) -> str | None:
 def view_table(value: str | None) -> str | None:
     """A view's table name: plain, and not one of piflow's own tables (the job's own rule)."""
     from piflow.errors import ConfigError
-    from piflow.jobs.views import checked_table_name
+    from piflow.jobs.af.views import checked_table_name
 
     if value is None:
         return None
@@ -597,7 +597,7 @@ def demo(
     """Start an emulator, load its data into Delta tables under TARGET, and summarise them."""
     with _errors_handled(debug):
         settings = _setup(config, _common(target=target, progress=progress), debug)
-        run_demo = _job_function("demo", "demo", "run_demo")
+        run_demo = _job_function("piflow.jobs.demo", "run_demo")
         check_writable_target(settings.target)
         mode = settings.progress
 
@@ -619,7 +619,7 @@ def discover(
     auth: AuthOpt = None, progress: ProgressOpt = None, debug: DebugOpt = False,
 ) -> None:
     """Read the point catalog into pi_points (new, changed and deleted points)."""
-    _run_async_job("discover", "discover", "run_discover", config,
+    _run_async_job("piflow.jobs.discover", "run_discover", config,
                    _common(url, target, points, None, None, auth, progress), debug)
 
 
@@ -630,7 +630,7 @@ def backfill(
     debug: DebugOpt = False,
 ) -> None:
     """Load recorded values from START to END into pi_values (resumable)."""
-    _run_async_job("backfill", "backfill", "run_backfill", config,
+    _run_async_job("piflow.jobs.backfill", "run_backfill", config,
                    _common(url, target, points, start, end, auth, progress), debug)
 
 
@@ -643,7 +643,7 @@ def sync(
 ) -> None:
     """Load what is new since each point's watermark, up to the server's now minus safety_lag, into pi_values
     (exactly once)."""
-    _run_async_job("sync", "sync", "run_sync", config,
+    _run_async_job("piflow.jobs.sync", "run_sync", config,
                    _common(url, target, points, start, None, auth, progress), debug)
 
 
@@ -663,7 +663,8 @@ def stream(
         settings = _setup(config, _common(url, target, points, start, None, auth, progress,
                                           commit_interval=commit_interval), debug)
         settings.require_url()
-        from piflow.jobs.stream import StreamOptions, run_stream
+        from piflow.jobs.stream.job import run_stream
+        from piflow.jobs.stream.options import StreamOptions
 
         options = StreamOptions.from_settings(settings)
         check_writable_target(settings.target)
@@ -676,7 +677,7 @@ def stream(
 
             stop = asyncio.Event()
             with on_stop_signals(lambda _: stop.set()):
-                return await run_stream(settings, bar, options, stop=stop)
+                return await run_stream(settings, bar, options=options, stop=stop)
 
         try:
             result = asyncio.run(until_signalled())
@@ -696,8 +697,8 @@ def af(
     progress: ProgressOpt = None, database: DatabaseOpt = None, debug: DebugOpt = False,
 ) -> None:
     """Read the AF asset model into pi_af_elements and pi_af_attributes (merge, tombstones)."""
-    _run_async_job("af", "af", "run_af", config, _common(url, target, None, None, None, auth, progress), debug,
-                   database=database)
+    _run_async_job("piflow.jobs.af.job", "run_af", config, _common(url, target, None, None, None, auth, progress),
+                   debug, database=database)
 
 
 @app.command()
@@ -717,8 +718,9 @@ def events(
     debug: DebugOpt = False,
 ) -> None:
     """Read event frames into pi_event_frames and pi_event_frame_attributes (incremental, merge)."""
-    _run_async_job("events", "events", "run_events", config, _common(url, target, None, start, end, auth, progress),
-                   debug, database=database, template=template, category=category, name=name,
+    _run_async_job("piflow.jobs.af.events", "run_events", config,
+                   _common(url, target, None, start, end, auth, progress), debug, database=database,
+                   template=template, category=category, name=name,
                    referenced_element=referenced_element, overlap=overlap, attributes=not no_attributes)
 
 
@@ -735,7 +737,7 @@ def view(
     debug: DebugOpt = False,
 ) -> None:
     """Write an asset view: one row per element and interval, one column per attribute of a template."""
-    _run_async_job("view", "views", "run_view", config, _common(url, target, None, start, end, auth, progress),
+    _run_async_job("piflow.jobs.af.views", "run_view", config, _common(url, target, None, start, end, auth, progress),
                    debug, template=template, interval=interval, database=database, table=table)
 
 
@@ -746,7 +748,7 @@ def status(
     """Show the watermark of each point (of those --points selects) and how far it lags behind now."""
     with _errors_handled(debug):
         settings = _setup(config, _common(target=target, points=points), debug)
-        status_rows = _job_function("status", "status", "status_rows")
+        status_rows = _job_function("piflow.jobs.status", "status_rows")
         rows: list[dict[str, object]] = status_rows(settings)
         if not rows:
             which = "" if settings.points == "*" else f" matching {settings.points!r}"
@@ -776,7 +778,7 @@ def optimize(config: ConfigOpt = None, target: TargetOpt = None, debug: DebugOpt
     """Compact the Delta tables under TARGET and vacuum old files."""
     with _errors_handled(debug):
         settings = _setup(config, _common(target=target), debug)
-        run_optimize = _job_function("optimize", "optimize", "run_optimize")
+        run_optimize = _job_function("piflow.jobs.optimize", "run_optimize")
         check_writable_target(settings.target, create=False)
         summary: dict[str, object] = run_optimize(settings)
         out = _stdout()

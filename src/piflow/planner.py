@@ -76,12 +76,12 @@ def units_to_do(
     return out
 
 
-def group_size(points: int, in_flight: int, requested: int, default: int) -> int:
+def group_size(point_count: int, in_flight: int, requested: int, default: int) -> int:
     """Points per streamset call: as asked, else ``default``, smaller when there are too few points to keep
     ``in_flight`` calls busy (100 points at 50 a call left six of eight slots idle and the server waiting)."""
     if requested > 0:
         return requested
-    return max(1, min(default, -(-points // max(1, in_flight))))
+    return max(1, min(default, -(-point_count // max(1, in_flight))))
 
 
 def group_for_sync(starts: dict[str, int], points: Sequence[PointRef], group_size: int, slack_ticks: int

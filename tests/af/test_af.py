@@ -12,13 +12,13 @@ import pytest
 
 from piflow.client.api import PiClient
 from piflow.emulator import EmulatorSettings
-from piflow.emulator.af_records import AttributeInfo, ElementInfo
+from piflow.emulator.af.records import AttributeInfo, ElementInfo
 from piflow.emulator.server import EmulatorServer
 from piflow.emulator.settings import FaultSettings
 from piflow.errors import NotFoundError
-from piflow.jobs.af import run_af as _run_af
-from piflow.jobs.af_databases import Database, DatabaseRead
-from piflow.jobs.af_read import _take_page, read_database
+from piflow.jobs.af.databases import Database, DatabaseRead
+from piflow.jobs.af.job import run_af as _run_af
+from piflow.jobs.af.read import _take_page, read_database
 from piflow.jobs.batching import fanout_pages, send_batch, split_fanout
 from piflow.jobs.discover import run_discover
 from piflow.jobs.runs import RunResult

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from piflow import schema
-from piflow.emulator.eventframes import FrameInfo
+from piflow.emulator.af.eventframes import FrameInfo
 from piflow.emulator.server import EmulatorServer
 from piflow.errors import ConfigError, NotFoundError
-from piflow.jobs.af import run_af
-from piflow.jobs.events import EventsRead, frame_changes, value_columns
-from piflow.jobs.events import run_events as _run_events
+from piflow.jobs.af.events import EventsRead, frame_changes, value_columns
+from piflow.jobs.af.events import run_events as _run_events
+from piflow.jobs.af.job import run_af
 from piflow.jobs.runs import RunResult
 from tests.af.conftest import T0, live, rows_of, settings_for, version_of
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from piflow.emulator.server import EmulatorServer
-from piflow.jobs.af import run_af
+from piflow.jobs.af.events import run_events
+from piflow.jobs.af.job import run_af
 from piflow.jobs.backfill import run_backfill
 from piflow.jobs.discover import run_discover
-from piflow.jobs.events import run_events
 from tests.af.conftest import rows_of, settings_for
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "af-and-events.md"

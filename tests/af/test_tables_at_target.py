@@ -17,10 +17,10 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
 from piflow.emulator.server import EmulatorServer
-from piflow.jobs.af import run_af
-from piflow.jobs.events import run_events
+from piflow.jobs.af.events import run_events
+from piflow.jobs.af.job import run_af
+from piflow.jobs.af.views import run_view
 from piflow.jobs.optimize import run_optimize
-from piflow.jobs.views import run_view
 from piflow.sinks.delta import DeltaSink
 from piflow.tables import TABLES, VIEW, TableSpec, view_schema
 from tests.af.conftest import settings_for

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from piflow.client.api import BatchItem
-from piflow.jobs.af_rows import PointRef, point_of, point_path_hint, point_queries
+from piflow.jobs.af.events import pi_datetime
+from piflow.jobs.af.rows import AttributePoint, point_of, point_path_hint, point_queries
 from piflow.jobs.batching import closure, resource, split_fanout, sub_items, transient_items
-from piflow.jobs.events import pi_datetime
 from piflow.jobs.merged_tables import merge_changes
 from piflow.jobs.pi_json import link_webid, value_text
 
@@ -122,10 +122,10 @@ def test_point_resolution_prefers_the_servers_link() -> None:
     neither = {"DataReferencePlugIn": "PI Point", "ConfigString": "%Element%", "Links": {}}
     static = {"DataReferencePlugIn": "", "ConfigString": "\\\\SRV\\C"}
     assert point_queries([both, link_only, path_only, neither, static]) == (["\\\\SRV\\GONE"], ["F1DPlinked"])
-    refs = {"F1DPlinked": PointRef("F1DPlinked", "\\\\SRV\\B"),
-            "\\\\SRV\\GONE": PointRef(None, "\\\\SRV\\GONE", "PI point \\\\SRV\\GONE does not exist (x)")}
-    assert point_of(both, refs) == PointRef("F1DPlinked", "\\\\SRV\\A")
-    assert point_of(link_only, refs) == PointRef("F1DPlinked", "\\\\SRV\\B")
+    refs = {"F1DPlinked": AttributePoint("F1DPlinked", "\\\\SRV\\B"),
+            "\\\\SRV\\GONE": AttributePoint(None, "\\\\SRV\\GONE", "PI point \\\\SRV\\GONE does not exist (x)")}
+    assert point_of(both, refs) == AttributePoint("F1DPlinked", "\\\\SRV\\A")
+    assert point_of(link_only, refs) == AttributePoint("F1DPlinked", "\\\\SRV\\B")
     assert point_of(path_only, refs).error == "PI point \\\\SRV\\GONE does not exist (x)"
     gone = point_of(neither, refs)
     assert gone.webid is None
@@ -134,8 +134,8 @@ def test_point_resolution_prefers_the_servers_link() -> None:
 
 def test_frame_row_names_the_frame_with_an_unreadable_time() -> None:
     from piflow.errors import PiApiError
-    from piflow.jobs.af_databases import Database
-    from piflow.jobs.events import frame_row
+    from piflow.jobs.af.databases import Database
+    from piflow.jobs.af.events import frame_row
 
     db = Database("S", "F1RD", "Plant", "\\\\S\\Plant")
     obj = {"WebId": "F1FmX", "Path": "\\\\S\\Plant\\EventFrames[Batch-1]", "StartTime": "2026-13-01T00:00:00Z"}
@@ -144,7 +144,7 @@ def test_frame_row_names_the_frame_with_an_unreadable_time() -> None:
 
 
 def test_split_window_cuts_equal_slices_no_shorter_than_an_hour() -> None:
-    from piflow.jobs.events import split_window
+    from piflow.jobs.af.events import split_window
 
     start = datetime(2026, 1, 1, tzinfo=UTC)
     slices = split_window(start, start + timedelta(days=4), 4)
@@ -158,7 +158,7 @@ def test_split_window_cuts_equal_slices_no_shorter_than_an_hour() -> None:
 
 
 def test_a_frame_seen_closed_by_one_slice_stays_closed() -> None:
-    from piflow.jobs.events import _newer
+    from piflow.jobs.af.events import _newer
 
     open_row, closed_row = {"in_progress": True}, {"in_progress": False}
     assert _newer(None, open_row)

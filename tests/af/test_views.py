@@ -13,9 +13,9 @@ import pytest
 from piflow.client.api import PiClient
 from piflow.emulator.server import EmulatorServer
 from piflow.errors import ConfigError, NotFoundError, SinkError
+from piflow.jobs.af.views import plan_windows
+from piflow.jobs.af.views import run_view as _run_view
 from piflow.jobs.runs import RunResult
-from piflow.jobs.views import plan_windows
-from piflow.jobs.views import run_view as _run_view
 from piflow.sinks.delta import DeltaSink
 from tests.af.conftest import T0, rows_of, settings_for
 
@@ -69,7 +69,7 @@ def assert_cells_equal(rows: list[dict[str, Any]], truth: dict[tuple[str, dateti
 
 def test_every_cell_equals_the_interpolated_value(emulator: EmulatorServer, tmp_path: Path,
                                                   caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="piflow.jobs.views"):
+    with caplog.at_level(logging.INFO, logger="piflow.jobs.af.views"):
         result = run_view(emulator, tmp_path)
     # 13 elements x ~11 attributes x 289 intervals: over the emulator's 2,000 items per call, the sub-requests
     # come back 400 inside the batch and the window is split.

@@ -188,7 +188,7 @@ def test_delta_rs_failures_are_said_in_piflows_words(delta_rs_says: str, piflow_
 
 
 def test_a_bare_number_is_seconds_wherever_an_interval_is_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    from piflow.jobs.stream_options import StreamOptions
+    from piflow.jobs.stream.options import StreamOptions
 
     assert parse_interval("2") == parse_interval("2s")
     assert parse_interval(" 1.5 ").total_seconds() == 1.5

@@ -9,9 +9,9 @@ import pytest
 from starlette.testclient import TestClient
 from tests.emulator_af_helpers import af_of, get, plant_webid
 
-from piflow import webid as webids
+from piflow import webids
 from piflow.emulator import EmulatorSettings, create_app
-from piflow.emulator.af_catalog import PLANT, SANDBOX
+from piflow.emulator.af.catalog import PLANT, SANDBOX
 from piflow.emulator.app import state_of
 from piflow.emulator.model import Model
 

@@ -13,7 +13,7 @@ from tests.emulator_af_helpers import API, af_of
 
 from piflow.emulator import AuthSettings, EmulatorSettings, create_app
 from piflow.emulator.app import state_of
-from piflow.emulator.routes_batch import SubResponse, fan_out, fill, jsonpath, local_target, run_batch, schedule
+from piflow.emulator.routes.batch import SubResponse, fan_out, fill, jsonpath, local_target, run_batch, schedule
 
 HOST = "https://pi.example.com/piwebapi"
 CSRF = {"X-Requested-With": "XMLHttpRequest"}

@@ -20,7 +20,7 @@ T0 = to_ticks(datetime(2026, 1, 1, tzinfo=UTC))
 @pytest.fixture(scope="module")
 def model() -> Model:
     # Many late arrivals and edits, so that every interval below has both.
-    return Model(ModelConfig(seed=11, points=40, late_share=0.3, edit_share=0.3))
+    return Model(ModelConfig(seed=11, point_count=40, late_share=0.3, edit_share=0.3))
 
 
 def snapshot(model: Model, index: int, asof: int) -> Counter[tuple[int, int]]:
@@ -100,7 +100,7 @@ def test_no_time_passed_no_changes(model: Model) -> None:
 
 def test_values_of_a_quiet_model_only_grow_at_the_end() -> None:
     """Without late arrivals or edits, the changes are just the events timestamped in (t0, t1]."""
-    quiet = Model(ModelConfig(seed=3, points=10, late_share=0.0, edit_share=0.0))
+    quiet = Model(ModelConfig(seed=3, point_count=10, late_share=0.0, edit_share=0.0))
     p = quiet.point(0, 4)
     t1 = T0 + 20 * MINUTE
     ch = changes_between(quiet, p, T0, t1)
@@ -112,7 +112,7 @@ def test_values_of_a_quiet_model_only_grow_at_the_end() -> None:
 
 def test_diff_of_a_late_sibling_sharing_a_timestamp() -> None:
     """Two events at one timestamp, only the second visible at first: the first arrives as an Add."""
-    m = Model(ModelConfig(seed=5, points=10, late_share=0.0, edit_share=0.0))
+    m = Model(ModelConfig(seed=5, point_count=10, late_share=0.0, edit_share=0.0))
     p = m.point(0, 0)
     ev = m.events(p, T0 - 7 * DAY, T0, T0)
     _, first, counts = np.unique(ev.ticks, return_index=True, return_counts=True)
@@ -134,8 +134,8 @@ def _join(*parts: Events) -> Events:
 @pytest.mark.parametrize("late_one", [0, 1])
 def test_edit_and_late_sibling_in_one_interval(late_one: int) -> None:
     """One event of a same-timestamp pair arrives late while the other is edited: the edit is the Update."""
-    plain = Model(ModelConfig(seed=5, points=10, late_share=0.0, edit_share=0.0))
-    edited = Model(ModelConfig(seed=5, points=10, late_share=0.0, edit_share=1.0))
+    plain = Model(ModelConfig(seed=5, point_count=10, late_share=0.0, edit_share=0.0))
+    edited = Model(ModelConfig(seed=5, point_count=10, late_share=0.0, edit_share=1.0))
     p = plain.point(0, 0)
     a = plain.events(p, T0 - 7 * DAY, T0 - DAY, T0)
     b = edited.events(p, T0 - 7 * DAY, T0 - DAY, T0)  # same events, every one of them edited by now
@@ -160,7 +160,7 @@ def test_batched_changes_equal_one_point_at_a_time() -> None:
     from piflow.emulator.model import Model, ModelConfig
     from piflow.pitime import to_ticks
 
-    model = Model(ModelConfig(points=300, seed=21))
+    model = Model(ModelConfig(point_count=300, seed=21))
     points = [model.point(0, i) for i in range(300)]
     t0 = to_ticks(datetime(2026, 1, 1, tzinfo=UTC))
     t1 = t0 + to_ticks(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(minutes=20))

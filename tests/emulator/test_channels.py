@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from piflow import webid as webids
+from piflow import webids
 from piflow.emulator import AuthSettings, EmulatorSettings, FaultSettings
 from piflow.emulator.model import Events, PointSpec
 from piflow.emulator.server import EmulatorServer

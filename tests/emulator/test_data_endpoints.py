@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
-from piflow import webid as webids
+from piflow import webids
 from piflow.emulator import catalog, query, serialize
 from piflow.emulator.model import (
     DIGITAL_SETS,
@@ -51,7 +51,7 @@ def state(client: TestClient) -> EmulatorState:
 
 
 def find_point(st: EmulatorState, test: Callable[[PointSpec], bool]) -> PointSpec:
-    for i in range(st.model.config.points):
+    for i in range(st.model.config.point_count):
         p = st.model.point(0, i)
         if test(p):
             return p
@@ -137,7 +137,7 @@ def test_points_listing_pages_and_defaults(emulator_app: AppFactory) -> None:
 def test_points_name_filter_wildcards_case_insensitive(client: TestClient) -> None:
     st = state(client)
     url = f"{API}/dataservers/{st.model.server(0).webid}/points"
-    names = [st.model.point(0, i).name for i in range(st.model.config.points)]
+    names = [st.model.point(0, i).name for i in range(st.model.config.point_count)]
     flows = client.get(url, params={"nameFilter": "*.flow"}).json()["Items"]
     assert [p["Name"] for p in flows] == [n for n in names if n.endswith(".FLOW")]
     single = client.get(url, params={"nameFilter": "brk.a0.pmp00000?.*"}).json()["Items"]
@@ -491,7 +491,7 @@ def test_nothing_after_now_and_the_clock_reveals_new_values(client: TestClient) 
 def test_late_values_appear_after_their_delay(client: TestClient) -> None:
     st = state(client)
     lo, hi = T_NOW - HOUR, T_NOW
-    for i in range(st.model.config.points):
+    for i in range(st.model.config.point_count):
         p = st.model.point(0, i)
         now_ticks = set(events(st, p, lo, hi).ticks.tolist())
         late = sorted(set(events(st, p, lo, hi, asof=T_NOW + HOUR).ticks.tolist()) - now_ticks)
@@ -508,7 +508,7 @@ def test_late_values_appear_after_their_delay(client: TestClient) -> None:
 def test_edits_change_the_value_and_set_substituted(client: TestClient) -> None:
     st = state(client)
     lo, hi, later = T_NOW - 2 * HOUR, T_NOW, T_NOW + 3 * HOUR
-    for i in range(st.model.config.points):
+    for i in range(st.model.config.point_count):
         p = st.model.point(0, i)
         if p.point_type not in ("Float32", "Float64"):
             continue

@@ -10,10 +10,10 @@ import pytest
 from starlette.testclient import TestClient
 from tests.emulator_af_helpers import API, af_of, get, plant_webid
 
-from piflow import webid as webids
+from piflow import webids
 from piflow.emulator import EmulatorSettings, create_app
+from piflow.emulator.af.eventframes import EventFrameModel, FrameInfo
 from piflow.emulator.app import state_of
-from piflow.emulator.eventframes import EventFrameModel, FrameInfo
 from piflow.pitime import TICKS_PER_SECOND, format_ticks, to_ticks
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

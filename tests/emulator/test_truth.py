@@ -35,7 +35,7 @@ def state(client: TestClient) -> EmulatorState:
 def points_of_every_type(st: EmulatorState, per_type: int = 2) -> list[PointSpec]:
     out: list[PointSpec] = []
     for ptype in ("Float32", "Float64", "Int32", "Digital", "String", "Timestamp"):
-        out += [p for p in (st.model.point(0, i) for i in range(st.model.config.points))
+        out += [p for p in (st.model.point(0, i) for i in range(st.model.config.point_count))
                 if p.point_type == ptype][:per_type]
     return out
 
@@ -165,7 +165,7 @@ def test_batched_model_call_equals_one_point_at_a_time() -> None:
     from piflow.emulator.model import Model, ModelConfig
     from piflow.pitime import to_ticks
 
-    model = Model(ModelConfig(points=400, seed=13))
+    model = Model(ModelConfig(point_count=400, seed=13))
     points = [model.point(0, i) for i in range(0, 400, 3)]
     start, end = to_ticks(datetime(2025, 12, 30, tzinfo=UTC)), to_ticks(datetime(2025, 12, 31, 6, tzinfo=UTC))
     asof = end - 600 * 10**7  # late values near the end are still invisible

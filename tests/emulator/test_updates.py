@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from piflow import webid as webids
+from piflow import webids
 from piflow.emulator import EmulatorSettings, create_app, state_of
-from piflow.emulator import routes_streaming as rs
 from piflow.emulator.model import PointSpec
+from piflow.emulator.routes import streaming as rs
 from piflow.emulator.state import EmulatorState
 from piflow.emulator.truth import pi_value
 from piflow.pitime import TICKS_PER_SECOND, format_ticks

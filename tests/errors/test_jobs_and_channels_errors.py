@@ -37,9 +37,9 @@ from piflow.errors import (
     PiApiError,
     ServerBusyError,
 )
+from piflow.jobs.af.views import plan_windows, run_view
 from piflow.jobs.backfill import run_backfill
 from piflow.jobs.batching import paged_items, send_batch
-from piflow.jobs.views import plan_windows, run_view
 from tests.client.conftest import Canned, RawServer, ScriptedApp, fast_retry
 from tests.servers import free_port
 

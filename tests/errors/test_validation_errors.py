@@ -26,7 +26,7 @@ from piflow.pi_values import numeric_string
 from piflow.planner import make_plan
 from piflow.progress import NullProgress, make_progress
 from piflow.tables import TableSpec
-from piflow.webid import parse
+from piflow.webids import parse
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

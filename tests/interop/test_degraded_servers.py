@@ -20,13 +20,13 @@ import pytest
 from piflow.emulator import EmulatorSettings
 from piflow.emulator.server import EmulatorServer
 from piflow.emulator.settings import PROFILES, ProfileSettings
-from piflow.jobs.af import run_af
+from piflow.jobs.af.events import run_events
+from piflow.jobs.af.job import run_af
+from piflow.jobs.af.views import run_view
 from piflow.jobs.backfill import run_backfill
 from piflow.jobs.discover import run_discover
-from piflow.jobs.events import run_events
 from piflow.jobs.runs import RunResult
 from piflow.jobs.sync import run_sync
-from piflow.jobs.views import run_view
 from tests.af.test_af import assert_matches_truth
 from tests.af.test_events import assert_attributes, assert_frame
 from tests.af.test_events import truth as frames_truth

@@ -53,7 +53,7 @@ def emulator() -> Iterator[EmulatorServer]:
 
 
 def specs(srv: EmulatorServer) -> list[PointSpec]:
-    return [srv.state.model.point(0, i) for i in range(srv.state.model.config.points)]
+    return [srv.state.model.point(0, i) for i in range(srv.state.model.config.point_count)]
 
 
 def truth(srv: EmulatorServer, start: datetime, end: datetime, points: list[PointSpec] | None = None) -> pa.Table:

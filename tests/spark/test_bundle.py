@@ -30,7 +30,7 @@ URL = "https://pi.example.com/piwebapi"
 
 
 def webids(points: int, seed: int = 7) -> list[str]:
-    model = Model(ModelConfig(seed=seed, points=points))
+    model = Model(ModelConfig(seed=seed, point_count=points))
     return [model.point(0, i).webid for i in range(points)]
 
 

@@ -32,8 +32,8 @@ from piflow.emulator.server import EmulatorServer
 from piflow.emulator.state import EmulatorState
 from piflow.emulator.truth import recorded_truth
 from piflow.jobs.common import selected_points
-from piflow.jobs.stream import StreamOptions
-from piflow.jobs.stream_stats import StreamStats
+from piflow.jobs.stream.options import StreamOptions
+from piflow.jobs.stream.stats import StreamStats
 from piflow.sinks.delta import DeltaSink
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

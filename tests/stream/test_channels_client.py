@@ -28,7 +28,7 @@ from piflow.emulator.model import PointSpec
 from piflow.emulator.server import EmulatorServer
 from piflow.emulator.truth import recorded_truth
 from piflow.errors import AuthError, NetworkError, NotFoundError
-from piflow.jobs.stream_news import Pushed, news_table
+from piflow.jobs.stream.news import Pushed, news_table
 from piflow.planner import PointRef
 
 from .conftest import FAST_POLL, T0, LoopbackServer, MakeServer

@@ -27,13 +27,14 @@ pytestmark = [pytest.mark.loopback, pytest.mark.slow]
 CHILD = """
 import asyncio, sys
 from piflow.config import PiflowSettings
-from piflow.jobs.stream import StreamOptions, run_stream
+from piflow.jobs.stream.job import run_stream
+from piflow.jobs.stream.options import StreamOptions
 
 url, target, points, start = sys.argv[1:5]
 settings = PiflowSettings(url=url, target=target, points=points, start=start, lookback="30m", retries=6)
 options = StreamOptions(commit_interval_s=0.3, channel_params=(("_pollSeconds", "0.05"),), heartbeat_rate=2,
                         points_per_socket=20, reconnect_base_s=0.05, reconnect_cap_s=0.5)
-result = asyncio.run(run_stream(settings, None, options))
+result = asyncio.run(run_stream(settings, options=options))
 sys.exit(0 if result.status == "ok" else 1)
 """
 

@@ -21,13 +21,14 @@ import orjson
 import pyarrow.compute as pc
 import pytest
 
-from piflow.emulator.routes_streaming import changed_items, resolve_stream, stream_item, value_dicts
+from piflow.emulator.routes.streaming import changed_items, resolve_stream, stream_item, value_dicts
 from piflow.emulator.server import EmulatorServer
 from piflow.emulator.truth import recorded_truth
 from piflow.jobs.common import selected_points
 from piflow.jobs.discover import run_discover
 from piflow.jobs.runs import RunResult, open_client
-from piflow.jobs.stream import StreamJob, StreamOptions, run_stream
+from piflow.jobs.stream.job import StreamJob, run_stream
+from piflow.jobs.stream.options import StreamOptions
 from piflow.pitime import parse_iso_ticks, to_ticks
 from piflow.sinks.delta import DeltaSink
 
@@ -56,7 +57,7 @@ async def stream_until(srv: EmulatorServer, target: Path, options: StreamOptions
     observer = Observer()
     options = dataclasses.replace(options, on_status=observer)
     stop = asyncio.Event()
-    job = asyncio.create_task(run_stream(settings_for(url or srv.url, target), progress, options, stop))
+    job = asyncio.create_task(run_stream(settings_for(url or srv.url, target), progress, options=options, stop=stop))
     try:
         await wait_for(lambda: job.done() or (observer.stats is not None and observer.stats.commits > 0),
                        "the first commit")
@@ -99,7 +100,7 @@ async def test_stop_commits_what_was_pushed(server_for: MakeServer, tmp_path: Pa
     observer = Observer()
     options = fast_options(commit_interval_s=3600.0, on_status=observer)  # no periodic commit at all
     stop = asyncio.Event()
-    job = asyncio.create_task(run_stream(settings_for(srv.url, tmp_path), None, options, stop))
+    job = asyncio.create_task(run_stream(settings_for(srv.url, tmp_path), options=options, stop=stop))
     await wait_for(lambda: observer.stats is not None and observer.stats.gap_reads >= 2, "the first gap reads")
     srv.state.clock.advance(timedelta(minutes=4))
     await wait_for(lambda: observer.stats is not None and observer.stats.waiting > 0, "pushed values")
@@ -119,7 +120,7 @@ async def test_silent_sockets_are_replaced_and_heartbeats_prevent_it(server_for:
     observer = Observer()
     options = fast_options(heartbeat_rate=heartbeat_rate, dead_after_s=0.5, on_status=observer)
     stop = asyncio.Event()
-    job = asyncio.create_task(run_stream(settings_for(srv.url, tmp_path), None, options, stop))
+    job = asyncio.create_task(run_stream(settings_for(srv.url, tmp_path), options=options, stop=stop))
     # The clock is frozen: no value changes, so only heartbeats (if asked for) cross the sockets.
     if heartbeat_rate:
         await wait_for(lambda: observer.stats is not None and observer.stats.heartbeats >= 40, "heartbeats")
@@ -190,7 +191,7 @@ async def test_a_point_the_server_no_longer_knows_is_dropped(server_for: MakeSer
     srv.state.deleted_points.add((0, gone.index))
     stop = asyncio.Event()
     observer = Observer()
-    job = asyncio.create_task(run_stream(settings, None, fast_options(on_status=observer), stop))
+    job = asyncio.create_task(run_stream(settings, options=fast_options(on_status=observer), stop=stop))
     await wait_for(lambda: observer.stats is not None and observer.stats.commits > 0, "a commit")
     srv.state.clock.advance(timedelta(minutes=2))
     live = [p for p in points if p is not gone]

@@ -15,10 +15,10 @@ from piflow.client import PiClient, RetryPolicy
 from piflow.client.channels import ChannelUnavailableError
 from piflow.emulator import create_app
 from piflow.emulator.server import EmulatorServer
-from piflow.jobs.stream_news import NewsBuffer
-from piflow.jobs.stream_options import StreamOptions
-from piflow.jobs.stream_sources import StreamSources
-from piflow.jobs.stream_stats import StreamStats
+from piflow.jobs.stream.news import NewsBuffer
+from piflow.jobs.stream.options import StreamOptions
+from piflow.jobs.stream.sources import StreamSources
+from piflow.jobs.stream.stats import StreamStats
 from piflow.planner import PointRef
 from tests.client.conftest import ForeverSleep, RecordingSleep
 

@@ -17,9 +17,9 @@ from piflow.client.channels import (
     ws_base,
 )
 from piflow.errors import AuthError, ConfigError, NotFoundError, RateLimitedError, ServerBusyError
-from piflow.jobs.stream import StreamOptions
-from piflow.jobs.stream_news import NewsBuffer, Pushed, classify_news, dedupe_latest, news_table
-from piflow.jobs.stream_stats import Delays, StreamStats, status_line
+from piflow.jobs.stream.news import NewsBuffer, Pushed, classify_news, dedupe_latest, news_table
+from piflow.jobs.stream.options import StreamOptions
+from piflow.jobs.stream.stats import Delays, StreamStats, status_line
 from piflow.planner import PointRef
 
 A, B = "F1DPaaaa", "F1DPbbbb"

@@ -12,9 +12,9 @@ import pytest
 
 from piflow import schema
 from piflow.decode import ColumnBuilder, decode_stream_page
-from piflow.jobs.events import frame_attribute_rows
+from piflow.jobs.af.events import frame_attribute_rows
+from piflow.jobs.af.views import Columns, Element, WideRows
 from piflow.jobs.pi_json import value_text
-from piflow.jobs.views import Columns, Element, WideRows
 from piflow.pi_values import classify, classify_many
 from piflow.wildcards import matches_everything, name_matches
 

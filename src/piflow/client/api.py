@@ -17,13 +17,13 @@ from typing import Any, TypedDict, Unpack
 import orjson
 
 from piflow import decode
-from piflow import webid as webid_codec
 from piflow.client.auth import Auth
 from piflow.client.capabilities import Capabilities
 from piflow.client.http import Params, PiHttp, error_for_status, errors_of
 from piflow.client.retry import Clock, RetryPolicy, Sleep, parse_retry_after
 from piflow.errors import BadResponseError, PiApiError
 from piflow.pitime import format_ticks, to_ticks
+from piflow.webids import point_path_only
 
 Json = dict[str, Any]
 
@@ -219,7 +219,7 @@ class PiClient:
                 self._webids[key] = point["WebId"]
             else:
                 server, tag = split_point_path(path)
-                self._webids[key] = webid_codec.point_path_only(server, tag)
+                self._webids[key] = point_path_only(server, tag)
         return self._webids[key]
 
     # ---- values (raw bytes for the decoder) ---------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The emulator as a FastAPI application (usable in-process by tests, or served by uvicorn).
 
-Routes live in ``routes_*`` modules, one per area of the PI Web API; authentication, fault injection and the
-server profile (missing routes, refused channels, the virtual-clock ``Date``) are ASGI middleware installed
+Routes live in the ``routes`` package, one module per area of the PI Web API; authentication, fault injection
+and the server profile (missing routes, refused channels, the virtual-clock ``Date``) are ASGI middleware installed
 here. Every error body has PI's shape: ``{"Errors": ["..."]}``.
 """
 
@@ -12,18 +12,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from piflow.emulator import (
-    auth,
-    faults,
-    profile,
-    routes_admin,
-    routes_af,
-    routes_batch,
-    routes_discovery,
-    routes_streaming,
-    routes_values,
-)
+from piflow.emulator import auth, faults, profile
 from piflow.emulator.responses import error_response
+from piflow.emulator.routes import admin as routes_admin
+from piflow.emulator.routes import af as routes_af
+from piflow.emulator.routes import batch as routes_batch
+from piflow.emulator.routes import discovery as routes_discovery
+from piflow.emulator.routes import streaming as routes_streaming
+from piflow.emulator.routes import values as routes_values
 from piflow.emulator.settings import EmulatorSettings
 from piflow.emulator.state import EmulatorState
 

@@ -48,7 +48,7 @@ def point_names(model: Model, server: int) -> list[str]:
 
 def _names_fast(model: Model, server: int) -> list[str]:
     cfg = model.config
-    n = cfg.points
+    n = cfg.point_count
     if n == 0:
         return []
     mask = (1 << 64) - 1

@@ -23,7 +23,7 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
-from piflow import webid as webids
+from piflow import webids
 from piflow.pitime import TICKS_PER_SECOND, format_ticks, to_ticks
 
 U64 = np.uint64
@@ -112,7 +112,7 @@ class ModelConfig:
     """Everything the data depends on. Two emulators with equal configs serve equal data."""
 
     seed: int = 7
-    points: int = 1000
+    point_count: int = 1000  # points per data server
     data_servers: int = 1
     server_prefix: str = "PIEMU"
     origin: datetime = field(default_factory=lambda: datetime(2020, 1, 1, tzinfo=UTC))
@@ -270,7 +270,7 @@ class Model:
         return next((s for s in self.servers if s.name.upper() == name.upper()), None)
 
     def point(self, server: int, index: int) -> PointSpec:
-        if not 0 <= index < self.config.points:
+        if not 0 <= index < self.config.point_count:
             raise IndexError(index)
         return self._point(server, index)
 
@@ -313,7 +313,7 @@ class Model:
         equipment = int(m.group(1))
         for slot in range(5):
             idx = equipment * 5 + slot
-            if idx >= self.config.points:
+            if idx >= self.config.point_count:
                 break
             p = self.point(server, idx)
             if p.name.upper() == name.upper():

@@ -135,7 +135,7 @@ class EmulatorSettings(BaseModel):
 
     def model_config_(self) -> ModelConfig:
         return ModelConfig(
-            seed=self.seed, points=self.points, data_servers=self.data_servers, origin=self.origin,
+            seed=self.seed, point_count=self.points, data_servers=self.data_servers, origin=self.origin,
             late_share=self.late_share, late_max_minutes=self.late_max_minutes, edit_share=self.edit_share,
             edit_min_minutes=self.edit_min_minutes, edit_max_minutes=self.edit_max_minutes,
         )

@@ -12,8 +12,8 @@ from piflow.emulator.model import Model
 from piflow.emulator.settings import EmulatorSettings
 
 if TYPE_CHECKING:
-    from piflow.emulator.af import AfModel
-    from piflow.emulator.eventframes import EventFrameModel
+    from piflow.emulator.af.eventframes import EventFrameModel
+    from piflow.emulator.af.model import AfModel
 
 
 @dataclass
@@ -43,12 +43,12 @@ class EmulatorState:
 
     @cached_property
     def af(self) -> AfModel:
-        from piflow.emulator.af import AfModel
+        from piflow.emulator.af.model import AfModel
 
         return AfModel(self.settings, self.model, self.deleted_points, lambda: self.eventframes)
 
     @cached_property
     def eventframes(self) -> EventFrameModel:
-        from piflow.emulator.eventframes import EventFrameModel
+        from piflow.emulator.af.eventframes import EventFrameModel
 
         return EventFrameModel(self.af, self.settings, self.clock)

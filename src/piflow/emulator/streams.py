@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from fastapi import HTTPException
 
-from piflow import webid as webids
+from piflow import webids
 from piflow.emulator.model import PointSpec
 from piflow.emulator.plumbing import error_message, find_point, point_webid, webid_type
 from piflow.emulator.query import QueryArgs, Selection, prune

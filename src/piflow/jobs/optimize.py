@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def run_optimize(settings: PiflowSettings, vacuum_hours: int = 168) -> dict[str, object]:
+def run_optimize(settings: PiflowSettings, *, vacuum_hours: int = 168) -> dict[str, object]:
     """Per table, what optimize and vacuum did (tables that do not exist are left out)."""
     sink = DeltaSink(settings.target)
     todo = [(spec.name, list(spec.zorder)) for spec in TABLES.values()]

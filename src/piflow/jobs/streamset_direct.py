@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 
 from piflow.client.api import BatchItem
 from piflow.errors import BadRequestError, NotFoundError, PiApiError
-from piflow.webid import parse_marked
+from piflow.webids import parse_marked
 
 if TYPE_CHECKING:
     from piflow.client.api import PiClient

@@ -184,7 +184,7 @@ async def list_point_objects(opts: SourceOptions, server: Sequence[str] | None =
 
 async def selected_databases(opts: SourceOptions) -> list[list[str]]:
     """[server, webid, name, path] of the asset databases to read (all, or the ``database`` option's)."""
-    from piflow.jobs.af_databases import database_matches, list_databases, no_such_database
+    from piflow.jobs.af.databases import database_matches, list_databases, no_such_database
 
     async with opts.client() as client:
         dbs, _ = await list_databases(client)
@@ -231,13 +231,14 @@ async def read_points(opts: SourceOptions, spec: Spec) -> pa.Table:
 
 
 def _database(entry: Sequence[str]) -> Any:
-    from piflow.jobs.af_databases import Database
+    from piflow.jobs.af.databases import Database
 
     return Database(entry[0], entry[1], entry[2], entry[3])
 
 
 async def read_af(opts: SourceOptions, spec: Spec) -> pa.Table:
-    from piflow.jobs import af_read, af_rows
+    from piflow.jobs.af import read as af_read
+    from piflow.jobs.af import rows as af_rows
 
     db = _database(spec["db"])
     now = datetime.now(UTC)
@@ -257,7 +258,7 @@ async def read_af(opts: SourceOptions, spec: Spec) -> pa.Table:
 async def read_frames(opts: SourceOptions, spec: Spec) -> pa.Table:
     """Frames overlapping the window; each frame is kept by the window holding its start (first window:
     also frames that started earlier), so a frame spanning windows is read once."""
-    from piflow.jobs.events import Filters, search_frames
+    from piflow.jobs.af.events import Filters, search_frames
     from piflow.progress import NullProgress
 
     db = _database(spec["db"])

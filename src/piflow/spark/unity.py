@@ -169,12 +169,12 @@ def register(w: Any, reg: Registration, *, warehouse_id: str, create_schema: boo
     return result
 
 
-def source_tags(url: str, points: str, server: str | None = None) -> dict[str, str]:
+def source_tags(url: str, name_filter: str, server: str | None = None) -> dict[str, str]:
     """Tags naming where the data comes from: the PI Web API host (or the data server) and the point filter."""
     from urllib.parse import urlsplit
 
     return {"piflow_source_server": server or urlsplit(url).hostname or url or "unspecified",
-            "piflow_point_filter": points}
+            "piflow_point_filter": name_filter}
 
 
 def register_from_settings(settings: PiflowSettings, *, catalog: str, schema: str, warehouse_id: str,

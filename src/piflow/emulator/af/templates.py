@@ -11,8 +11,8 @@ from __future__ import annotations
 import uuid
 from functools import lru_cache
 
-from piflow import webid as webids
-from piflow.emulator.af_catalog import (
+from piflow import webids
+from piflow.emulator.af.catalog import (
     EVENT_FRAME_TEMPLATES,
     KIND_TEMPLATES,
     PLANT,
@@ -20,9 +20,9 @@ from piflow.emulator.af_catalog import (
     TEMPLATE_CATEGORIES,
     AttrDef,
 )
-from piflow.emulator.af_hashing import stable_guid
-from piflow.emulator.af_records import AttributeTemplateInfo, TemplateInfo
-from piflow.emulator.af_tree import DatabaseNode, ElementTree
+from piflow.emulator.af.hashing import stable_guid
+from piflow.emulator.af.records import AttributeTemplateInfo, TemplateInfo
+from piflow.emulator.af.tree import DatabaseNode, ElementTree
 
 
 class AfTemplates:

@@ -2,7 +2,7 @@
 
 :class:`StreamSources` runs the first mode the server offers, falls back to the next when it is unavailable,
 reconnects sockets with backoff and drops points the server no longer knows. It feeds the job's buffer and
-asks the job for gap reads; the reads, commits and run lifecycle stay in :mod:`piflow.jobs.stream`, which the
+asks the job for gap reads; the reads, commits and run lifecycle stay in :mod:`piflow.jobs.stream.job`, which the
 sources see only through :class:`StreamHost`. Separate because the modes are a self-contained state machine
 that is read and changed apart from the commits.
 """
@@ -33,22 +33,22 @@ from piflow.client.retry import Backoff, RetryPolicy, wait_unless_halted
 from piflow.errors import AuthError, BadRequestError, NotFoundError, PiApiError, TransientError
 from piflow.jobs.common import server_now
 from piflow.jobs.reader import RecordedReader
-from piflow.jobs.stream_options import READ_GROUP
-from piflow.jobs.stream_stats import MODE_CHANNELS, MODE_POLL, MODE_UPDATES
+from piflow.jobs.stream.options import READ_GROUP
+from piflow.jobs.stream.stats import MODE_CHANNELS, MODE_POLL, MODE_UPDATES
 from piflow.pitime import to_ticks
 from piflow.planner import PointRef
 
 if TYPE_CHECKING:
     from piflow.client.api import PiClient
-    from piflow.jobs.stream_news import NewsBuffer
-    from piflow.jobs.stream_options import StreamOptions
-    from piflow.jobs.stream_stats import StreamStats
+    from piflow.jobs.stream.news import NewsBuffer
+    from piflow.jobs.stream.options import StreamOptions
+    from piflow.jobs.stream.stats import StreamStats
 
 log = logging.getLogger(__name__)
 
 
 class StreamHost(Protocol):
-    """What the sources need of the job that runs them (:class:`piflow.jobs.stream.StreamJob`), and no more."""
+    """What the sources need of the job that runs them (:class:`piflow.jobs.stream.job.StreamJob`), and no more."""
 
     @property
     def client(self) -> PiClient: ...

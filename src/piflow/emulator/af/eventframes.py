@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from piflow import webid as webids
-from piflow.emulator.af_catalog import (
+from piflow import webids
+from piflow.emulator.af.catalog import (
     AF_SERVER,
     EVENT_FRAME_TEMPLATES,
     PLANT,
@@ -44,14 +44,14 @@ from piflow.emulator.af_catalog import (
     AttrDef,
     equipment_code,
 )
-from piflow.emulator.af_hashing import child_guid
-from piflow.emulator.af_records import AttributeInfo, AttributeRef
+from piflow.emulator.af.hashing import child_guid
+from piflow.emulator.af.records import AttributeInfo, AttributeRef
 from piflow.emulator.model import mix1
 from piflow.pitime import TICKS_PER_SECOND, to_ticks
 from piflow.wildcards import wildcard
 
 if TYPE_CHECKING:
-    from piflow.emulator.af import AfModel
+    from piflow.emulator.af.model import AfModel
     from piflow.emulator.clock import VirtualClock
     from piflow.emulator.settings import EmulatorSettings
 

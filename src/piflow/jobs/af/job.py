@@ -12,7 +12,7 @@ from a database that was read completely get a tombstone (``is_deleted``), so a 
 commits nothing. A database that disappears *during* a run is left untouched (a clear message says so); the
 next run tombstones it.
 
-This module is the job itself; the reading is in :mod:`piflow.jobs.af_read`, the rows in :mod:`piflow.jobs.af_rows`,
+This module is the job itself; the reading is in :mod:`piflow.jobs.af.read`, the rows in :mod:`piflow.jobs.af.rows`,
 the request plumbing in :mod:`piflow.jobs.batching`.
 """
 
@@ -26,9 +26,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from piflow import af_schema
-from piflow.jobs.af_databases import Database, DatabaseRead, database_matches, list_databases, no_such_database
-from piflow.jobs.af_read import read_database, read_static_values, resolve_points
-from piflow.jobs.af_rows import PointRef, attribute_rows, element_rows, is_point_reference, is_static, point_queries
+from piflow.jobs.af.databases import Database, DatabaseRead, database_matches, list_databases, no_such_database
+from piflow.jobs.af.read import read_database, read_static_values, resolve_points
+from piflow.jobs.af.rows import (
+    AttributePoint,
+    attribute_rows,
+    element_rows,
+    is_point_reference,
+    is_static,
+    point_queries,
+)
 from piflow.jobs.batching import PAGE_SIZE
 from piflow.jobs.merged_tables import merge_changes, read_rows, write_changes
 from piflow.jobs.pi_json import Json, Row
@@ -67,7 +74,7 @@ def vanished_databases(existing: Iterable[Row], listed: Sequence[Database], serv
 
 
 async def _read_all(client: PiClient, dbs: Sequence[Database], page_size: int, lookahead: int, progress: Progress,
-                    seconds: dict[str, float]) -> tuple[list[DatabaseRead], dict[str, PointRef], dict[str, Json]]:
+                    seconds: dict[str, float]) -> tuple[list[DatabaseRead], dict[str, AttributePoint], dict[str, Json]]:
     t0 = time.monotonic()
     reads = []
     for db in dbs:

@@ -22,8 +22,8 @@ PI channels push changes but cannot resume, so the channel is treated as a *noti
   either: watermarks only move after the values they cover are committed, and the restart reads the gap.
 
 This module runs the job: its lifecycle, gap reads, re-reads and commits. The sources (channels, stream
-updates, polling) are in :mod:`piflow.jobs.stream_sources`; the pure pieces are in
-:mod:`piflow.jobs.stream_options`, :mod:`piflow.jobs.stream_stats` and :mod:`piflow.jobs.stream_news`.
+updates, polling) are in :mod:`piflow.jobs.stream.sources`; the pure pieces are in
+:mod:`piflow.jobs.stream.options`, :mod:`piflow.jobs.stream.stats` and :mod:`piflow.jobs.stream.news`.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ from piflow.errors import TransientError
 from piflow.jobs.common import points_to_read, resolve_time, server_now
 from piflow.jobs.reader import RecordedReader
 from piflow.jobs.runs import RunResult, job_run, on_stop_signals
-from piflow.jobs.stream_news import NewsBuffer, classify_news, dedupe_latest, news_table
-from piflow.jobs.stream_options import READ_GROUP, StreamOptions
-from piflow.jobs.stream_sources import StreamSources
-from piflow.jobs.stream_stats import Delays, StreamStats, status_line, summary_line
+from piflow.jobs.stream.news import NewsBuffer, classify_news, dedupe_latest, news_table
+from piflow.jobs.stream.options import READ_GROUP, StreamOptions
+from piflow.jobs.stream.sources import StreamSources
+from piflow.jobs.stream.stats import Delays, StreamStats, status_line, summary_line
 from piflow.jobs.value_diff import commit_diff
 from piflow.jobs.watermarks import max_timestamps, read_watermarks
 from piflow.pitime import TICKS_PER_SECOND, TICKS_PER_US, from_ticks, to_ticks
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from piflow.client.api import PiClient
     from piflow.config import PiflowSettings
 
-__all__ = ["StreamJob", "StreamOptions", "run_stream"]  # docs/streaming.md imports StreamOptions from here
+__all__ = ["StreamJob", "run_stream"]
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class StreamJob:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    # ---- pushed values (sources: piflow.jobs.stream_sources) ---------------------------------------------------
+    # ---- pushed values (sources: piflow.jobs.stream.sources) ---------------------------------------------------
     def take_message(self, body: bytes, source: str) -> None:
         """Buffer one channel message (an empty one is a heartbeat)."""
         page = decode_message(body)
@@ -382,7 +382,7 @@ def _signals(stop: asyncio.Event | None) -> Iterator[asyncio.Event]:
         yield event
 
 
-async def run_stream(settings: PiflowSettings, progress: Progress | None = None,
+async def run_stream(settings: PiflowSettings, progress: Progress | None = None, *,
                      options: StreamOptions | None = None, stop: asyncio.Event | None = None) -> RunResult:
     """Stream until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is None), then commit and return."""
     options = options or StreamOptions()

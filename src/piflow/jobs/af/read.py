@@ -1,6 +1,6 @@
 """Reading the asset model of one database from the server (the I/O half of ``piflow af``): every element and its
 attributes through fan-out ``/batch`` pages, then the PI point references the server did not resolve and the
-values of static attributes. :mod:`piflow.jobs.af_rows` turns what is read here into rows.
+values of static attributes. :mod:`piflow.jobs.af.rows` turns what is read here into rows.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from piflow.client.api import keeping_links
 from piflow.errors import NotFoundError, PiApiError
-from piflow.jobs.af_databases import Database, DatabaseRead
-from piflow.jobs.af_rows import PointRef
+from piflow.jobs.af.databases import Database, DatabaseRead
+from piflow.jobs.af.rows import AttributePoint
 from piflow.jobs.batching import (
     CHUNK,
     PAGE_SIZE,
@@ -133,10 +133,10 @@ async def _more_attribute_pages(client: PiClient, out: DatabaseRead, pending: li
 
 
 async def resolve_points(client: PiClient, paths: Sequence[str], webids: Sequence[str],
-                         chunk: int = CHUNK) -> dict[str, PointRef]:
+                         chunk: int = CHUNK) -> dict[str, AttributePoint]:
     """``points/multiple`` by path (and by WebID for the rest), chunked into ``/batch`` calls.
 
-    Keys are upper-cased paths and WebIDs as given; a point the server does not know maps to a PointRef with
+    Keys are upper-cased paths and WebIDs as given; a point the server does not know maps to an AttributePoint with
     an error and no WebID."""
     asks = [("path", p) for p in paths] + [("webId", w) for w in webids]
     if not asks:
@@ -146,16 +146,16 @@ async def resolve_points(client: PiClient, paths: Sequence[str], webids: Sequenc
             for (kind, ident), item in zip(asks, items, strict=True)}
 
 
-def _point_ref(kind: str, ident: str, item: Any) -> PointRef:
+def _point_ref(kind: str, ident: str, item: Any) -> AttributePoint:
     obj = item.get("Object") if isinstance(item, dict) else None
     if isinstance(obj, dict) and obj.get("WebId"):
         path = obj.get("Path") or (ident if kind == "path" else None)
-        return PointRef(str(obj["WebId"]), None if path is None else str(path))
+        return AttributePoint(str(obj["WebId"]), None if path is None else str(path))
     exc = item.get("Exception") if isinstance(item, dict) else None
     errs = exc.get("Errors") if isinstance(exc, dict) else None
     why = "; ".join(str(e) for e in errs) if isinstance(errs, list) and errs else "not found"
     what = ident if kind == "path" else f"with WebID {ident}"
-    return PointRef(None, ident if kind == "path" else None, f"PI point {what} does not exist ({why})")
+    return AttributePoint(None, ident if kind == "path" else None, f"PI point {what} does not exist ({why})")
 
 
 async def read_static_values(client: PiClient, webids: Sequence[str], chunk: int = CHUNK) -> dict[str, Json]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from piflow.jobs.stream_news import News
+from piflow.jobs.stream.news import News
 
 MODE_CHANNELS = "channels"
 MODE_UPDATES = "updates"
@@ -46,11 +46,11 @@ class StreamStats:
     missing: list[str] = field(default_factory=list)
 
 
-def status_line(points: int, stats: StreamStats, values_per_s: float) -> str:
+def status_line(point_count: int, stats: StreamStats, values_per_s: float) -> str:
     """One human line: mode, points, sockets, rate, lag and reconnects."""
     lag = "-" if stats.last_lag_s is None else f"{stats.last_lag_s:.1f} s"
     sockets = f", {stats.sockets} sockets" if stats.mode == MODE_CHANNELS else ""
-    return (f"stream [{stats.mode or 'starting'}] {points} points{sockets}: {values_per_s:.0f} values/s, "
+    return (f"stream [{stats.mode or 'starting'}] {point_count} points{sockets}: {values_per_s:.0f} values/s, "
             f"lag {lag}, {stats.reconnects} reconnects, {stats.waiting} values waiting, "
             f"{stats.inserted + stats.updated} committed in {stats.commits} commits")
 

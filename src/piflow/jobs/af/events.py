@@ -27,7 +27,7 @@ import pyarrow.dataset as ds
 
 from piflow import af_schema
 from piflow.errors import ConfigError, PiApiError
-from piflow.jobs.af_databases import Database, database_matches, list_databases, no_such_database
+from piflow.jobs.af.databases import Database, database_matches, list_databases, no_such_database
 from piflow.jobs.batching import fetch_many, item_error, paged_items, resource
 from piflow.jobs.common import (
     all_or_none,

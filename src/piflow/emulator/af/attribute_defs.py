@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from piflow.emulator.af_catalog import (
+from piflow.emulator.af.catalog import (
     EQUIPMENT_STATICS,
     POINT_ATTRIBUTE_TYPES,
     TEMPLATE_ATTRIBUTES,
@@ -19,11 +19,11 @@ from piflow.emulator.af_catalog import (
     equipment_code,
     equipment_place,
 )
-from piflow.emulator.af_hashing import mix_int
+from piflow.emulator.af.hashing import mix_int
 from piflow.pitime import TICKS_PER_SECOND, format_ticks, to_ticks
 
 if TYPE_CHECKING:
-    from piflow.emulator.af_tree import ElementNode
+    from piflow.emulator.af.tree import ElementNode
     from piflow.emulator.model import Model
 
 _MANUFACTURERS = ("Grundfos", "Siemens", "ABB", "Sulzer", "Atlas Copco", "Alfa Laval", "Emerson", "KSB")
@@ -36,12 +36,12 @@ _INSTALL_BASE = to_ticks(datetime(2000, 1, 1, tzinfo=UTC))
 _DAY = 86400 * TICKS_PER_SECOND
 
 
-def element_attribute_defs(n: ElementNode, seed: int, model: Model, *, points: int,
+def element_attribute_defs(n: ElementNode, seed: int, model: Model, *, point_count: int,
                            af_mode: bool) -> tuple[AttrDef, ...]:
     """Every attribute of element ``n`` (children included), with the static values filled in."""
     if n.kind == "equipment":
         assert isinstance(n.ident, int)
-        return equipment_attribute_defs(n.ident, seed, model, points=points, af_mode=af_mode)
+        return equipment_attribute_defs(n.ident, seed, model, point_count=point_count, af_mode=af_mode)
     h = mix_int(seed, 0xAF1, int.from_bytes(n.guid.bytes[:8], "little"))
     values: dict[str, object]
     if n.kind == "site":
@@ -62,15 +62,16 @@ def element_attribute_defs(n: ElementNode, seed: int, model: Model, *, points: i
     return tuple(replace(d, static_value=values.get(d.rel)) for d in TEMPLATE_ATTRIBUTES[tmpl])
 
 
-def equipment_attribute_defs(e: int, seed: int, model: Model, *, points: int, af_mode: bool) -> tuple[AttrDef, ...]:
+def equipment_attribute_defs(e: int, seed: int, model: Model, *, point_count: int,
+                             af_mode: bool) -> tuple[AttrDef, ...]:
     """Equipment ``e``'s point attributes (its five points, wrapped around in ``af_mode``) and nameplate."""
     out: list[AttrDef] = []
     seen: set[str] = set()
     for slot in range(5):
         idx = e * 5 + slot
-        if af_mode and points > 0:
-            idx %= points
-        elif idx >= points:
+        if af_mode and point_count > 0:
+            idx %= point_count
+        elif idx >= point_count:
             break
         p = model.point(0, idx)
         base = name = p.name.rsplit(".", 1)[1]

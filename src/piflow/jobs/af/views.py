@@ -27,10 +27,10 @@ import pyarrow as pa
 
 from piflow import af_schema, schema
 from piflow.errors import ConfigError, SinkError, TooManyItemsError
-from piflow.jobs.af_databases import Database, database_matches, list_databases, no_such_database
+from piflow.jobs.af.databases import Database, database_matches, list_databases, no_such_database
+from piflow.jobs.af.events import pi_datetime
 from piflow.jobs.batching import fetch_many, item_error, resource
 from piflow.jobs.common import resolve_time, server_now
-from piflow.jobs.events import pi_datetime
 from piflow.jobs.pi_json import Json, stream_error
 from piflow.jobs.runs import RunResult, job_run
 from piflow.pi_values import classify_many, is_numeric_type, value_text

@@ -27,7 +27,7 @@ from fastapi import APIRouter, HTTPException, Request, WebSocket
 from fastapi.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
-from piflow import webid as webids
+from piflow import webids
 from piflow.emulator.changes import Changes, changes_between, changes_between_many
 from piflow.emulator.model import K_NUMBER, K_STRING, K_SYSTEM, K_TIMESTAMP, Events, PointSpec
 from piflow.emulator.responses import error_response, json_response, pi_error

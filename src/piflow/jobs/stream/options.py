@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from piflow.errors import ConfigError
-from piflow.jobs.stream_stats import MODES, StreamStats
+from piflow.jobs.stream.stats import MODES, StreamStats
 from piflow.pitime import parse_interval
 
 READ_GROUP = 100

@@ -25,7 +25,7 @@ def admin_stats(request: Request) -> Response:
     st = request_state(request)
     now = st.clock.now_ticks()
     return json_response({"requests": st.stats.requests, "values": st.stats.values, "faults": st.stats.faults,
-                          "now": iso(now), "frozen": st.clock.frozen, "points": st.model.config.points,
+                          "now": iso(now), "frozen": st.clock.frozen, "points": st.model.config.point_count,
                           "deleted_points": len(st.deleted_points)})
 
 

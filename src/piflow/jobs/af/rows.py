@@ -14,7 +14,7 @@ from piflow.jobs.pi_json import Json, Row, link_webid, stream_error, value_text
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from piflow.jobs.af_databases import Database, DatabaseRead
+    from piflow.jobs.af.databases import Database, DatabaseRead
 
 
 def point_path_hint(config: str | None) -> str | None:
@@ -32,7 +32,11 @@ def point_path_hint(config: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
-class PointRef:
+class AttributePoint:
+    """The PI point an attribute reads, as far as it could be resolved: its WebID and path, or why not.
+
+    Not :class:`piflow.planner.PointRef`, which is a point the reader asks values of."""
+
     webid: str | None
     path: str | None
     error: str | None = None
@@ -59,18 +63,18 @@ def is_point_reference(attr: Json) -> bool:
     return str(attr.get("DataReferencePlugIn") or "").strip().upper() == "PI POINT"
 
 
-def point_of(attr: Json, refs: Mapping[str, PointRef]) -> PointRef:
+def point_of(attr: Json, refs: Mapping[str, AttributePoint]) -> AttributePoint:
     """The point of a PI Point attribute (pure): the server's own resolution (the attribute's ``Point`` link, a
     Full WebID as ``pi_points`` holds it) with the path its config string names, else what ``points/multiple``
     answered for the path or the link."""
     hint = point_path_hint(attr.get("ConfigString"))
     link = link_webid(attr, "Point")
     if link is not None and hint is not None:
-        return PointRef(link, hint)
+        return AttributePoint(link, hint)
     key = link if link is not None else hint.upper() if hint is not None else None
     if key is not None:
-        return refs.get(key, PointRef(None, hint, f"PI point {hint or link} was not resolved"))
-    return PointRef(None, None, f"the PI Point reference {attr.get('ConfigString')!r} names no point the server "
+        return refs.get(key, AttributePoint(None, hint, f"PI point {hint or link} was not resolved"))
+    return AttributePoint(None, None, f"the PI Point reference {attr.get('ConfigString')!r} names no point the server "
                                 "could resolve")
 
 
@@ -101,7 +105,7 @@ def element_rows(read: DatabaseRead, now: datetime) -> list[Row]:
     return rows
 
 
-def attribute_rows(read: DatabaseRead, points: Mapping[str, PointRef], values: Mapping[str, Json],
+def attribute_rows(read: DatabaseRead, points: Mapping[str, AttributePoint], values: Mapping[str, Json],
                    now: datetime) -> list[Row]:
     """``pi_af_attributes`` rows of one database (parents from paths, points and static values resolved)."""
     rows = []
@@ -116,7 +120,7 @@ def attribute_rows(read: DatabaseRead, points: Mapping[str, PointRef], values: M
 
 
 def _attribute_row(a: Json, ewebid: str, epath: str, by_path: Mapping[str, str], db: Database,
-                   points: Mapping[str, PointRef], values: Mapping[str, Json], now: datetime) -> Row:
+                   points: Mapping[str, AttributePoint], values: Mapping[str, Json], now: datetime) -> Row:
     path = str(a.get("Path") or "")
     head = path.rpartition("|")[0]
     parent = None if head.upper() == epath else (by_path.get(head.upper()) or link_webid(a, "Parent"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from piflow.emulator.af_catalog import AttrDef
+from piflow.emulator.af.catalog import AttrDef
 from piflow.emulator.model import PointSpec
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 import uuid
 
-from piflow import webid as webids
-from piflow.emulator.af_catalog import (
+from piflow import webids
+from piflow.emulator.af.catalog import (
     KIND_TEMPLATES,
     PLANT,
     ROOT,
@@ -20,8 +20,8 @@ from piflow.emulator.af_catalog import (
     equipment_code,
     equipment_place,
 )
-from piflow.emulator.af_hashing import stable_guid
-from piflow.emulator.af_records import DatabaseInfo, ServerInfo
+from piflow.emulator.af.hashing import stable_guid
+from piflow.emulator.af.records import DatabaseInfo, ServerInfo
 
 
 class DatabaseNode:
@@ -176,7 +176,7 @@ class ElementTree:
         return alive(self._path_index().get(path.lstrip("\\").upper()))
 
     def owner_of_attribute(self, attribute_guid: uuid.UUID) -> ElementNode | None:
-        """The live element whose GUID starts like the attribute's (see ``af_hashing.child_guid``)."""
+        """The live element whose GUID starts like the attribute's (see ``hashing.child_guid``)."""
         return alive(self._by_prefix.get(attribute_guid.bytes[:8]))
 
     def db(self, webid_or_name: str) -> DatabaseNode | None:

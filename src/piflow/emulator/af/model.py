@@ -13,9 +13,10 @@ Hierarchy of database ``Plant``: ``Enterprise`` -> site (``BRK``) -> area (``A0`
 (``PMP000000``), equipment ``e`` owning points ``5e .. 5e+4`` of data server 0 (see ``model.py``).
 
 This module serves the records the routes ask for and applies the run-time changes of tests; the parts live in
-``af_catalog.py`` (names, templates, attribute definitions), ``af_hashing.py`` (GUIDs), ``af_tree.py`` (the
-nodes and their indexes), ``af_attribute_defs.py`` (each element's attributes and static values),
-``af_templates.py``, ``af_records.py`` (the served records) and ``af_search.py`` (name and query matching).
+``catalog.py`` (names, templates, attribute definitions), ``hashing.py`` (GUIDs), ``tree.py`` (the
+nodes and their indexes), ``attribute_defs.py`` (each element's attributes and static values),
+``templates.py``, ``records.py`` (the served records) and ``search.py`` (name and query matching), all in this
+package; the event frames are in ``eventframes.py``.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from piflow import webid as webids
-from piflow.emulator.af_attribute_defs import element_attribute_defs, is_broken_equipment
-from piflow.emulator.af_catalog import AF_SERVER, PLANT, TEMPLATE_CATEGORIES, UNIT_NAMES, AttrDef
-from piflow.emulator.af_hashing import child_guid, stable_guid
-from piflow.emulator.af_records import (
+from piflow import webids
+from piflow.emulator.af.attribute_defs import element_attribute_defs, is_broken_equipment
+from piflow.emulator.af.catalog import AF_SERVER, PLANT, TEMPLATE_CATEGORIES, UNIT_NAMES, AttrDef
+from piflow.emulator.af.hashing import child_guid, stable_guid
+from piflow.emulator.af.records import (
     AttributeInfo,
     AttributeRef,
     AttributeTemplateInfo,
@@ -37,9 +38,9 @@ from piflow.emulator.af_records import (
     ServerInfo,
     TemplateInfo,
 )
-from piflow.emulator.af_search import parse_query, term_matches
-from piflow.emulator.af_templates import AfTemplates
-from piflow.emulator.af_tree import ElementNode, ElementTree, node_path, walk
+from piflow.emulator.af.search import parse_query, term_matches
+from piflow.emulator.af.templates import AfTemplates
+from piflow.emulator.af.tree import ElementNode, ElementTree, node_path, walk
 from piflow.emulator.model import PointSpec
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class AfModel:
         self._frames = frames
         s = settings
         self.seed = s.seed
-        self.points = s.points
+        self.point_count = s.points
         self.af_mode = s.af_elements is not None
         self.equipment_count = s.af_elements if s.af_elements is not None else -(-s.points // 5)
         guid = stable_guid(self.seed, "assetserver", AF_SERVER)
@@ -92,7 +93,7 @@ class AfModel:
     def _node_defs(self, n: ElementNode) -> tuple[AttrDef, ...]:
         defs = self._defs.get(n.key)
         if defs is None:
-            defs = self._defs[n.key] = element_attribute_defs(n, self.seed, self.model, points=self.points,
+            defs = self._defs[n.key] = element_attribute_defs(n, self.seed, self.model, point_count=self.point_count,
                                                               af_mode=self.af_mode)
         return defs
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from piflow.emulator.af_records import ElementInfo
+from piflow.emulator.af.records import ElementInfo
 from piflow.wildcards import wildcard
 
 _QUERY_FIELDS = {"name": "name", "template": "template", "templatename": "template", "category": "category",

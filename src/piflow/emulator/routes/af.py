@@ -15,17 +15,8 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from piflow.emulator.af import AfModel
-from piflow.emulator.af_catalog import PLANT
-from piflow.emulator.af_records import (
-    AttributeInfo,
-    AttributeTemplateInfo,
-    DatabaseInfo,
-    ElementInfo,
-    ServerInfo,
-    TemplateInfo,
-)
-from piflow.emulator.eventframes import (
+from piflow.emulator.af.catalog import PLANT
+from piflow.emulator.af.eventframes import (
     DIRECTIONAL_MODES,
     IN_PROGRESS_END,
     SEARCH_MODES,
@@ -35,6 +26,15 @@ from piflow.emulator.eventframes import (
     FrameInfo,
     FrameQuery,
     TooManyFrames,
+)
+from piflow.emulator.af.model import AfModel
+from piflow.emulator.af.records import (
+    AttributeInfo,
+    AttributeTemplateInfo,
+    DatabaseInfo,
+    ElementInfo,
+    ServerInfo,
+    TemplateInfo,
 )
 from piflow.emulator.profile import list_page, page_json
 from piflow.emulator.query import QueryArgs, bad_param, parse_selected_fields, prune

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
-from piflow import webid as webids
+from piflow import webids
 from piflow.emulator.catalog import parse_point_query, point_matches, point_names
 from piflow.emulator.model import PointSpec
 from piflow.emulator.plumbing import (
@@ -212,7 +212,7 @@ def dataserver_points(web_id: str, request: Request) -> Response:
     start, end = pg.start, pg.start + pg.fetch
     name_filter = q.get("nameFilter")
     rx = wildcard(name_filter)
-    n = st.model.config.points
+    n = st.model.config.point_count
     if matches_everything(name_filter):
         fetched: Sequence[int] = range(min(n, start), min(n, end))
     else:
