@@ -1,5 +1,5 @@
 """The public API: what ``piflow`` exports is a deliberate list, every name resolves, importing it stays light,
-and the version has one source (pyproject.toml)."""
+and the version has one source (``piflow.__version__``, which the build reads)."""
 
 from __future__ import annotations
 
@@ -58,9 +58,16 @@ def test_import_piflow_does_not_load_the_jobs_or_the_http_and_delta_libraries() 
     assert out.stdout.strip() == ""
 
 
-def test_the_version_comes_from_pyproject() -> None:
+def test_the_version_has_one_source() -> None:
+    # pyproject.toml names no version of its own: the build reads piflow.__version__, so the installed
+    # distribution and the module agree.
+    from importlib import metadata
+
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
-    assert piflow.__version__ == pyproject["project"]["version"]
+    assert "version" not in pyproject["project"]
+    assert pyproject["project"]["dynamic"] == ["version"]
+    assert pyproject["tool"]["hatch"]["version"]["path"] == "src/piflow/__init__.py"
+    assert metadata.version("piflow") == piflow.__version__
 
 
 def test_every_job_the_cli_names_resolves() -> None:
