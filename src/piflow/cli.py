@@ -743,25 +743,70 @@ def view(
 
 @app.command()
 def status(
-    config: ConfigOpt = None, target: TargetOpt = None, points: PointsOpt = None, debug: DebugOpt = False,
+    config: ConfigOpt = None, target: TargetOpt = None, points: PointsOpt = None, url: UrlOpt = None,
+    auth: AuthOpt = None,
+    every: Annotated[bool, typer.Option("--all", help="List every selected point, not only the worst 20.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    debug: DebugOpt = False,
 ) -> None:
-    """Show the watermark of each point (of those --points selects) and how far it lags behind now."""
+    """Summarise how current the points are: counts by state, lag percentiles against the PI server's clock
+    (when a URL is set), the 20 worst points and each table's size."""
     with _errors_handled(debug):
-        settings = _setup(config, _common(target=target, points=points), debug)
-        status_rows = _job_function("piflow.jobs.status", "status_rows")
-        rows: list[dict[str, object]] = status_rows(settings)
-        if not rows:
-            which = "" if settings.points == "*" else f" matching {settings.points!r}"
-            msg = f"no watermarks{which} in {settings.target} yet (run backfill or sync first)"
-            _stdout().print(msg, soft_wrap=True)
+        from piflow.jobs.status import server_clock, status_report
+
+        settings = _setup(config, _common(url=url, target=target, points=points, auth=auth), debug)
+        now, clock = asyncio.run(server_clock(settings))
+        report = status_report(settings, now, clock, every_point=every)
+        if json_output:
+            typer.echo(json.dumps(report, indent=2, default=_json_default))
             return
-        _stdout().print(status_table(rows))
+        out = _stdout()
+        if not report["points"]:
+            which = "" if settings.points == "*" else f" matching {settings.points!r}"
+            out.print(f"no points{which} in {settings.target} yet (run discover, then backfill or sync)",
+                      soft_wrap=True)
+            return
+        for renderable in status_renderables(report):
+            out.print(renderable)
 
 
-def status_table(rows: list[dict[str, object]]) -> Table:
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def status_renderables(report: dict[str, Any]) -> list[Text | Table]:
+    """The report for people: one line of where and when, the states, the lag, the worst points, the tables."""
+    limits = report["thresholds_s"]
+    states = report["states"]
+    lag = report["lag_s"]
+    head = Text(f"{report['points']:,} points matching {report['filter']!r} in {report['target']}, "
+                f"at {_fmt(report['now'])} by {report['clock']}")
+    counts = Table(title="points by state")
+    for col in ("never read", f"current (lag <= {limits['current']:,.0f} s)", "lagging",
+                f"stale (lag > {limits['stale']:,.0f} s)"):
+        counts.add_column(col, justify="right")
+    counts.add_row(*(f"{states[s]:,}" for s in ("never_read", "current", "lagging", "stale")))
+    lags = Text("lag of the points read: " + ("none read yet" if lag["max"] is None else
+                ", ".join(f"{k} {v:,.1f} s" for k, v in lag.items())))
+    if "all" in report:
+        points = status_table(report["all"], f"{len(report['all']):,} points")
+    else:  # names are enough to find a point; --all and --json give the WebIDs too
+        worst = [{k: v for k, v in row.items() if k != "webid"} for row in report["worst"]]
+        points = status_table(worst, f"the {len(worst):,} points furthest behind")
+    tables = Table(title="tables")
+    for col in ("table", "version", "files", "bytes", "rows"):
+        tables.add_column(col, justify="left" if col == "table" else "right")
+    for t in report["tables"]:
+        tables.add_row(*(_fmt(t[c]) for c in ("table", "version", "files", "bytes", "rows")))
+    return [head, counts, lags, points, tables]
+
+
+def status_table(rows: list[dict[str, object]], title: str) -> Table:
     """Watermarks and lag, one row per point, columns in the order the rows give them."""
-    table = Table(title=f"{len(rows):,} points")
-    columns = list(rows[0])
+    table = Table(title=title)
+    columns = list(rows[0]) if rows else ["webid", "name", "watermark", "lag_s"]
     for col in columns:
         table.add_column(col, justify="right" if col == "lag_s" else "left")
     for row in rows:

@@ -174,7 +174,7 @@ def test_invalid_choice_is_a_usage_error(runner: CliRunner) -> None:
 def test_status_on_an_empty_target(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(app, ["status", "--target", str(tmp_path / "lake")])
     assert result.exit_code == 0, result.output
-    assert "no watermarks" in result.stdout
+    assert "no points in " in result.stdout
 
 
 def test_optimize_on_an_empty_target(runner: CliRunner, tmp_path: Path) -> None:

@@ -343,7 +343,7 @@ def test_status_shows_the_points_its_filter_selects(emulator: EmulatorServer, tm
     assert sorted(shown) == few
     result = run("status", "--target", target, "--points", "NOTHING.*")
     assert result.exit_code == 0
-    assert "no watermarks matching 'NOTHING.*'" in result.stdout
+    assert "no points matching 'NOTHING.*'" in result.stdout
 
 
 # --- unexpected errors, failed and partial runs ------------------------------------------------------------

@@ -117,7 +117,7 @@ def test_discover_backfill_status_optimize_through_the_cli(served: Emulator, tmp
     assert "backfill run" in result.stdout
     assert "values_written" in result.stdout
 
-    result = runner.invoke(app, ["status", "--target", target])
+    result = runner.invoke(app, ["status", "--target", target, "--all"])
     assert result.exit_code == 0, result.output
     assert f"{len(expected):,} points" in result.stdout
     for name in expected[:3]:

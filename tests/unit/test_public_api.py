@@ -83,6 +83,6 @@ def test_every_job_the_cli_names_resolves() -> None:
              if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
              and c.func.id in {"_job_function", "_run_async_job"}
              and len(c.args) >= 2 and all(isinstance(a, ast.Constant) for a in c.args[:2])]
-    assert len(named) >= 9  # demo, discover, backfill, sync, af, events, view, status, optimize
+    assert len(named) >= 8  # demo, discover, backfill, sync, af, events, view, optimize
     for module, name in named:
         assert callable(getattr(importlib.import_module(module), name)), (module, name)

@@ -25,6 +25,7 @@ class Capabilities:
     system_status: bool | None = None
     batch: bool | None = None
     streamsets: bool | None = None
+    server_clock: bool | None = None  # False: the server gives no time, this machine's clock stands in
     # The most values per stream the server returns in one page although more were asked for (None: no cap
     # seen), and the longest page shown complete by a follow-up read (pages up to it need no check).
     max_count_cap: int | None = None
@@ -33,7 +34,7 @@ class Capabilities:
 
     def fallback(self, feature: Feature, note: str) -> None:
         """Record that ``feature`` is missing and what piflow does instead (logged once per run)."""
-        if feature in ("system_status", "batch", "streamsets"):
+        if feature in ("system_status", "batch", "streamsets", "server_clock"):
             setattr(self, feature, False)
         self.note(note)
 
