@@ -321,7 +321,7 @@ def test_an_unknown_key_is_an_error_naming_it(write_toml: WriteToml) -> None:
 
 
 @pytest.mark.parametrize("args", [["sync", "--end", "*"], ["stream", "--end", "*"], ["discover", "--start", "*-1d"],
-                                  ["discover", "--end", "*"], ["status", "--url", "http://127.0.0.1:9"]])
+                                  ["discover", "--end", "*"], ["status", "--start", "*-1d"]])
 def test_an_option_the_command_does_not_use_is_refused(args: list[str]) -> None:
     result = run(*args)
     assert result.exit_code == 2
