@@ -206,8 +206,11 @@ def windows_with_data(snap: Snapshot, plan: BackfillPlan, points: list[PointRef]
 
 
 def committed_windows(snap: Snapshot, plan: BackfillPlan, points: list[PointRef]) -> dict[str, int]:
-    """Windows already in the table per point, read from Delta's transaction identifiers."""
-    if snap.table is None:
+    """Windows already in the table per point, read from Delta's transaction identifiers.
+
+    delta-rs answers one identifier per call, and a call costs milliseconds once the log holds thousands of
+    them, so a table at version 0 (the sink's empty creation commit, which carries none) is not asked."""
+    if snap.table is None or snap.version == 0:
         return {}
     out: dict[str, int] = {}
     for p in points:
