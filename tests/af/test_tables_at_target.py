@@ -10,17 +10,20 @@ target is not touched.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
+from piflow.config import PiflowSettings
 from piflow.emulator.server import EmulatorServer
 from piflow.jobs.af.events import run_events
 from piflow.jobs.af.job import run_af
 from piflow.jobs.af.views import run_view
 from piflow.jobs.optimize import run_optimize
+from piflow.jobs.runs import RunResult
 from piflow.sinks.delta import DeltaSink
 from piflow.tables import TABLES, VIEW, TableSpec, view_schema
 from tests.af.conftest import settings_for
@@ -106,4 +109,34 @@ def test_optimize_compacts_every_table_including_event_frame_attributes_and_view
         assert len(dt.file_uris()) == 1
         assert "OPTIMIZE" in [h["operation"] for h in dt.history()]
         assert sorted_rows(tmp_path, name, key) == rows[name]
+    for name in registered | {VIEW_NAME}:  # each table ends with a checkpoint at the version optimize left
+        last = json.loads((tmp_path / name / "_delta_log" / "_last_checkpoint").read_text())
+        assert last["version"] == DeltaTable(str(tmp_path / name)).version() == summary[name]["checkpoint_version"]
     assert DeltaTable(str(notes)).version() == notes_version
+
+
+def test_optimize_removes_log_entries_older_than_the_tables_retention(tmp_path: Path) -> None:
+    # The retention is the table's own delta.logRetentionDuration, as any Delta tool sets it (default 30 days).
+    sink = DeltaSink(str(tmp_path))
+    for i in range(6):
+        sink.append("pi_ingest_runs", RunResult(job="sync", run_id=f"r{i}").row())
+    kept = tmp_path / "pi_watermarks"
+    sink.ensure("pi_watermarks", TABLES["pi_watermarks"].schema)
+    runs = DeltaTable(str(tmp_path / "pi_ingest_runs"))
+    runs.alter.set_table_properties({"delta.logRetentionDuration": "interval 0 seconds"})
+    before = sorted(runs.to_pyarrow_table(columns=["run_id"]).column("run_id").to_pylist())
+    logs_before = sorted(p.name for p in (tmp_path / "pi_ingest_runs" / "_delta_log").glob("*.json"))
+    assert len(logs_before) >= 7
+
+    run_optimize(settings_for_target(tmp_path))
+
+    logs_after = sorted(p.name for p in (tmp_path / "pi_ingest_runs" / "_delta_log").glob("*.json"))
+    version = DeltaTable(str(tmp_path / "pi_ingest_runs")).version()
+    assert logs_after == [f"{version:020d}.json"]  # everything before the checkpoint is gone
+    reread = DeltaTable(str(tmp_path / "pi_ingest_runs")).to_pyarrow_table(columns=["run_id"])
+    assert sorted(reread.column("run_id").to_pylist()) == before
+    assert (kept / "_delta_log" / "00000000000000000000.json").exists()  # default retention: nothing old goes
+
+
+def settings_for_target(target: Path) -> PiflowSettings:
+    return PiflowSettings(target=str(target))

@@ -395,6 +395,14 @@ class DeltaSink:
         except (DeltaError, OSError) as exc:
             raise sink_error("vacuum of", name, str(dt.table_uri), exc) from exc
         stats["vacuumed_files"] = len(removed)
+        try:
+            # A checkpoint at the version just written lets readers skip the JSON log before it, and the log
+            # entries older than the table's delta.logRetentionDuration (Delta's default: 30 days) go.
+            dt.create_checkpoint()
+            dt.cleanup_metadata()
+        except (DeltaError, OSError) as exc:
+            raise sink_error("checkpoint of", name, str(dt.table_uri), exc) from exc
+        stats["checkpoint_version"] = int(dt.version())
         return stats
 
 
