@@ -38,7 +38,7 @@ demo: $(VENV)/.installed-base
 	$(BIN)/piflow demo --target ./lake
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/mypy
 
 test: lint
