@@ -772,7 +772,7 @@ def status(
 
 def _json_default(value: object) -> str:
     if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        return _fmt(value)  # the same UTC text as the tables the CLI prints
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 

@@ -1,5 +1,5 @@
-"""``piflow optimize``: compact small files (z-ordered where the registry says so) and vacuum old files, in
-every table of the registry and every asset view at the target."""
+"""``piflow optimize``: compact small files (z-ordered where the registry says so), vacuum old files and
+checkpoint the log, in every table of the registry and every asset view at the target."""
 
 from __future__ import annotations
 

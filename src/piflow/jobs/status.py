@@ -2,8 +2,8 @@
 
 Lag is measured against the PI server's clock when the server is known (a frozen or skewed server would
 otherwise look months behind), else against this machine's clock, and the report says which. Points are
-counted by state; the lag percentiles, the worst points and each table's size follow. Everything is computed
-on columns, so 100,000 points cost about what 1,000 do; ``--all`` lists every point.
+counted by state; the lag percentiles, the worst points and each table's size (from the Delta log, no scan)
+follow. Beyond one pass over the selected points the work is on numpy columns; ``--all`` lists every point.
 """
 
 from __future__ import annotations
@@ -13,15 +13,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from piflow.errors import PiflowError
-from piflow.jobs.common import server_now
+from piflow.jobs.common import selected_points, server_now
 from piflow.jobs.runs import open_client
+from piflow.jobs.watermarks import read_watermarks
 from piflow.sinks.delta import DeltaSink
-from piflow.tables import TABLES
-from piflow.wildcards import wildcard
 
 if TYPE_CHECKING:
     from piflow.config import PiflowSettings
@@ -59,28 +56,15 @@ class PointLags:
 
 
 def point_lags(sink: DeltaSink, name_filter: str, now: datetime) -> PointLags:
-    """The live points of ``pi_points`` whose name matches ``name_filter`` (PI wildcards, as the jobs match them),
-    with their watermark and lag at ``now``."""
-    points = sink.read("pi_points", columns=["webid", "name", "is_deleted"])
-    if points.num_rows:
-        points = points.filter(pc.invert(pc.fill_null(points.column("is_deleted"), False)))
-    rx = wildcard(name_filter)
-    names_all = points.column("name").to_pylist()
-    keep = [i for i, n in enumerate(names_all) if rx.fullmatch(n)]
-    order = sorted(keep, key=lambda i: names_all[i])
-    webids = pa.array(points.column("webid").to_pylist(), pa.string()).take(pa.array(order, pa.int64()))
-    marks = sink.read("pi_watermarks", columns=["webid", "watermark"])
-    found = pc.index_in(webids, value_set=marks.column("webid").combine_chunks()) if marks.num_rows else None
-    now_us = int(now.timestamp() * 1_000_000)
-    wm = np.zeros(len(order), dtype=np.int64)
-    lag = np.full(len(order), np.nan)
-    if found is not None and len(order):
-        hit = found.is_valid().to_numpy(zero_copy_only=False)
-        at = pc.fill_null(found, 0).to_numpy(zero_copy_only=False)
-        ts = pc.cast(marks.column("watermark"), pa.int64()).combine_chunks().to_numpy(zero_copy_only=False)
-        wm[hit] = ts[at[hit]]
-        lag[hit] = (now_us - wm[hit]) / 1_000_000
-    return PointLags(webids=webids.to_pylist(), names=[names_all[i] for i in order], watermark_us=wm, lag_s=lag)
+    """The points the jobs would read for ``name_filter`` (:func:`selected_points`), with their watermark and
+    lag at ``now``."""
+    points = selected_points(sink, name_filter)
+    marks = read_watermarks(sink)
+    found = [marks.get(p.webid) for p in points]
+    read = np.array([us is not None for us in found], dtype=bool)
+    wm = np.array([us or 0 for us in found], dtype=np.int64)
+    lag = np.where(read, (int(now.timestamp() * 1_000_000) - wm) / 1_000_000, np.nan)
+    return PointLags(webids=[p.webid for p in points], names=[p.name for p in points], watermark_us=wm, lag_s=lag)
 
 
 def summarise(lags: PointLags, limits: Thresholds, worst: int = WORST) -> dict[str, Any]:
@@ -114,19 +98,8 @@ def _point_row(lags: PointLags, i: int) -> dict[str, object]:
 
 
 def table_stats(sink: DeltaSink) -> list[dict[str, object]]:
-    """Version, data files, bytes and rows of each piflow table at the target (from the Delta log's file
-    statistics: nothing is scanned)."""
-    out: list[dict[str, object]] = []
-    for name in sorted(set(TABLES) | set(sink.table_names())):
-        dt = sink.table(name)
-        if dt is None:
-            continue
-        adds = pa.table(dt.get_add_actions(flatten=True))
-        rows = adds.column("num_records") if "num_records" in adds.column_names else None
-        out.append({"table": name, "version": dt.version(), "files": adds.num_rows,
-                    "bytes": int(pc.sum(adds.column("size_bytes")).as_py() or 0) if adds.num_rows else 0,
-                    "rows": int(pc.sum(rows).as_py() or 0) if rows is not None and adds.num_rows else 0})
-    return out
+    """Version, data files, bytes and rows of each table at the target."""
+    return [{"table": name, **size} for name in sink.table_names() if (size := sink.size(name)) is not None]
 
 
 def status_report(settings: PiflowSettings, now: datetime, clock: str, *, limits: Thresholds | None = None,

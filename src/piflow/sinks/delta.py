@@ -43,6 +43,7 @@ from typing import Any, Literal
 from urllib.parse import unquote
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
@@ -364,9 +365,23 @@ class DeltaSink:
         dt = self.table(name)
         return None if dt is None else int(dt.version())
 
+    def size(self, name: str) -> dict[str, int] | None:
+        """Version, data files, bytes and rows of a table, from its log's file statistics (nothing is scanned);
+        None when the table does not exist."""
+        dt = self.table(name)
+        if dt is None:
+            return None
+        adds = pa.table(dt.get_add_actions(flatten=True))
+        if adds.num_rows == 0:
+            return {"version": int(dt.version()), "files": 0, "bytes": 0, "rows": 0}
+        rows = pc.sum(adds.column("num_records")).as_py() if "num_records" in adds.column_names else None
+        return {"version": int(dt.version()), "files": adds.num_rows,
+                "bytes": int(pc.sum(adds.column("size_bytes")).as_py() or 0), "rows": int(rows or 0)}
+
     def optimize(self, name: str, zorder: Sequence[str] | None = None, vacuum_hours: int = 168,
                  attempts: int = COMMIT_ATTEMPTS) -> dict[str, Any]:
-        """Compact (or z-order) and vacuum; a compaction whose files a writer replaced meanwhile is done again."""
+        """Compact (or z-order), vacuum and checkpoint; a compaction whose files a writer replaced meanwhile is
+        done again."""
         for attempt in range(1, attempts + 1):
             dt = self.table(name)
             if dt is None:
@@ -376,7 +391,7 @@ class DeltaSink:
                 stats: dict[str, Any] = (
                     dt.optimize.z_order(list(zorder)) if zorder else dt.optimize.compact()
                 )
-                return self._vacuum(name, dt, stats, vacuum_hours)
+                return self._checkpoint(name, dt, self._vacuum(name, dt, stats, vacuum_hours))
             except CommitFailedError as exc:
                 if attempt == attempts:
                     raise WriteConflictError(f"optimize of {name}: gave up after {attempts} attempts, writers kept "
@@ -395,9 +410,13 @@ class DeltaSink:
         except (DeltaError, OSError) as exc:
             raise sink_error("vacuum of", name, str(dt.table_uri), exc) from exc
         stats["vacuumed_files"] = len(removed)
+        return stats
+
+    @staticmethod
+    def _checkpoint(name: str, dt: DeltaTable, stats: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint at the version just written lets readers skip the JSON log before it; then the log
+        entries older than the table's delta.logRetentionDuration (Delta's default: 30 days) go."""
         try:
-            # A checkpoint at the version just written lets readers skip the JSON log before it, and the log
-            # entries older than the table's delta.logRetentionDuration (Delta's default: 30 days) go.
             dt.create_checkpoint()
             dt.cleanup_metadata()
         except (DeltaError, OSError) as exc:
