@@ -75,7 +75,7 @@ async def fetch_only(settings: Any) -> dict[str, Any]:
     from piflow.jobs.common import open_client, resolve_time, selected_points, server_now
     from piflow.jobs.reader import RecordedReader
     from piflow.pitime import to_ticks
-    from piflow.planner import DAY_TICKS, group_size, make_plan, units_to_do
+    from piflow.planner import DAY_TICKS, group_size, make_plan, progress_shards, units_to_do
     from piflow.sinks.delta import DeltaSink
 
     points = selected_points(DeltaSink(settings.target), settings.points)
@@ -84,7 +84,7 @@ async def fetch_only(settings: Any) -> dict[str, Any]:
         plan = make_plan(to_ticks(resolve_time("start", settings.start, now)),
                          to_ticks(resolve_time("end", settings.end, now)), DAY_TICKS)
         group = group_size(len(points), settings.concurrency, settings.points_per_request, DEFAULT_GROUP)
-        units = units_to_do(plan, points, {}, group)
+        units = units_to_do(plan, progress_shards(points), {}, group)
         reader = RecordedReader(client)
         sem = asyncio.Semaphore(settings.concurrency)
         total = 0

@@ -1,19 +1,25 @@
 """Which points, which windows, how many per request (pure).
 
-A backfill is split into (point group x time window) units. Progress is recorded per *point* and window
-(``app_id`` per point, version = windows committed), so a re-run resumes exactly where the table says it
-stopped even if the groups are formed differently, or points were added, since the first run.
+A backfill is split into (point group x time window) units. Progress is recorded per *shard*: points cut into
+shards of about a thousand at content-defined boundaries, one Delta transaction id per shard whose version counts
+the shard's (window, point) positions done. The log a commit adds, and the lookups a re-run makes, grow with the
+shards touched, not with the points; a re-run resumes exactly where the table says it stopped, even with other
+request groups, and a point added or removed since costs only its own shard's progress.
 """
 
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from piflow.pitime import TICKS_PER_SECOND
 
 DAY_TICKS = 86400 * TICKS_PER_SECOND
+# Mean points per progress shard: 100 transaction ids at 100,000 points, 500 at 500,000 (one id per point made
+# the log grow by 2.5 MB a commit at 100,000 points, and a re-run ask delta-rs for each id at ~4 ms a call).
+SHARD_POINTS = 1024
 
 
 @dataclass(frozen=True)
@@ -27,12 +33,23 @@ class PointRef:
 
 
 @dataclass(frozen=True)
+class Shard:
+    """Points (sorted by webid) whose backfill progress one transaction id records; ``key`` digests them."""
+
+    key: str
+    points: tuple[PointRef, ...]
+
+
+@dataclass(frozen=True)
 class WorkUnit:
     window: int  # index of the window in the plan
     points: tuple[PointRef, ...]
     start_ticks: int
     end_ticks: int
     final: bool  # the last window of the plan (every window, the last included, is half-open [start, end))
+    shard: str = ""  # key of the shard the points belong to
+    first: int = 0  # the shard's progress before this unit (window x shard size + index of its first point)
+    after: int = 0  # the shard's progress once this unit is committed
 
 
 @dataclass(frozen=True)
@@ -47,10 +64,33 @@ class BackfillPlan:
         s = self.start_ticks + w * self.window_ticks
         return s, min(self.end_ticks, s + self.window_ticks)
 
-    def app_id(self, webid: str) -> str:
-        """Transaction id of one point's progress in this backfill range (short, stable)."""
-        digest = hashlib.sha1(webid.encode("utf-8"), usedforsecurity=False).hexdigest()[:16]
-        return f"piflow-backfill-{self.range_id}-{digest}"
+    def app_id(self, shard_key: str) -> str:
+        """Transaction id of one shard's progress in this backfill range (short, stable)."""
+        return f"piflow-backfill-{self.range_id}-{shard_key}"
+
+
+def progress_shards(points: Sequence[PointRef], mean: int = SHARD_POINTS) -> list[Shard]:
+    """The points cut into shards at content-defined boundaries (pure).
+
+    A shard ends after each point whose webid hashes to 0 modulo ``mean``, so adding or removing a point changes
+    only the shard it falls in: every other shard keeps its key, and with it its progress. A shard whose members
+    changed has a new key and starts from zero (windows already holding its data are compared, not appended).
+    """
+    shards: list[Shard] = []
+    members: list[PointRef] = []
+    for p in sorted({p.webid: p for p in points}.values(), key=lambda p: p.webid):
+        members.append(p)
+        if zlib.crc32(p.webid.encode("utf-8")) % mean == 0:
+            shards.append(_shard(members))
+            members = []
+    if members:
+        shards.append(_shard(members))
+    return shards
+
+
+def _shard(members: list[PointRef]) -> Shard:
+    digest = hashlib.sha1("\n".join(p.webid for p in members).encode("utf-8"), usedforsecurity=False)
+    return Shard(digest.hexdigest()[:16], tuple(members))
 
 
 def make_plan(start_ticks: int, end_ticks: int, window_ticks: int = DAY_TICKS) -> BackfillPlan:
@@ -63,16 +103,25 @@ def make_plan(start_ticks: int, end_ticks: int, window_ticks: int = DAY_TICKS) -
     return BackfillPlan(rid, start_ticks, end_ticks, window_ticks, windows)
 
 
-def units_to_do(
-    plan: BackfillPlan, points: Sequence[PointRef], committed: dict[str, int], group_size: int
-) -> list[WorkUnit]:
-    """Remaining units, window-major so every point advances evenly; ``committed`` = windows done per webid."""
+def units_to_do(plan: BackfillPlan, shards: Sequence[Shard], progress: dict[str, int], group_size: int
+                ) -> list[WorkUnit]:
+    """Remaining units, window-major so every point advances evenly (pure).
+
+    ``progress`` is each shard's committed position, ``window x len(shard) + points done in that window``:
+    a shard is committed in that order, so its position is where its next unit starts, whatever group size
+    the run that committed it used."""
     out: list[WorkUnit] = []
+    step = max(1, group_size)
     for w in range(plan.windows):
-        todo = [p for p in points if committed.get(p.webid, 0) <= w]
         s, e = plan.window_bounds(w)
-        for i in range(0, len(todo), max(1, group_size)):
-            out.append(WorkUnit(w, tuple(todo[i : i + group_size]), s, e, final=(w == plan.windows - 1)))
+        for shard in shards:
+            size = len(shard.points)
+            k = max(0, progress.get(shard.key, 0) - w * size)
+            while k < size:
+                j = min(size, k + step)
+                out.append(WorkUnit(w, shard.points[k:j], s, e, final=(w == plan.windows - 1), shard=shard.key,
+                                    first=w * size + k, after=w * size + j))
+                k = j
     return out
 
 

@@ -293,9 +293,9 @@ def test_two_backfills_of_one_range_at_once_one_stops_in_one_line_and_a_rerun_co
             if o.returncode:
                 lines = [line for line in o.stderr.splitlines() if line.strip() and "planning it again" not in line]
                 assert len(lines) == 1, o.stderr
-                assert lines[0].startswith("error: another backfill of the same range committed windows of point")
+                assert lines[0].startswith("error: another backfill of the same range committed values of points")
                 # The other backfill is ahead in the table (the first failed commit is what is reported).
-                has, expected = map(int, re.findall(r"the table has (\d+) windows done, this run expected (\d+)",
+                has, expected = map(int, re.findall(r"their progress in the table is (\d+), this run expected (\d+)",
                                                     lines[0])[0])
                 assert has > expected, lines[0]
         again = subprocess.run(backfill.commands[0], env=backfill.env, capture_output=True, text=True, timeout=120)

@@ -896,3 +896,19 @@ def test_streamsets_of_an_event_frame(client: TestClient) -> None:
     for ref, item in zip(refs, items, strict=True):
         if ref.static_value is not None:
             assert item["Value"]["Value"] == ref.static_value
+
+
+def test_the_item_limit_can_be_lowered_while_the_server_runs(client: TestClient) -> None:
+    """As when an administrator lowers MaxReturnedItemsPerCall mid-run: the same call is then refused as too
+    large, and allowed again once the limit is raised."""
+    p = of_type(state(client), "Float32", interval_s=60)
+    ask = {"startTime": "2025-12-31T00:00:00Z", "endTime": "2026-01-01T00:00:00Z", "maxCount": 1000}
+    assert len(recorded(client, p.webid, **ask)["Items"]) > 100
+    limit = state(client).settings.max_returned_items
+    assert client.post("/_emulator/limits", json={"maxReturnedItems": 100}).json() == {"maxReturnedItems": 100}
+    refused = errors_of(client.get(f"{API}/streams/{p.webid}/recorded", params=ask), 400)
+    assert "greater than the maximum allowed (100)" in refused[0]
+    client.post("/_emulator/limits", json={"maxReturnedItems": limit})
+    assert len(recorded(client, p.webid, **ask)["Items"]) > 100
+    for bad in ({"maxReturnedItems": 0}, {"maxReturnedItems": "5"}, {"maxReturnedItems": True}, {}):
+        errors_of(client.post("/_emulator/limits", json=bad), 400)

@@ -1,5 +1,17 @@
+import itertools
+
 from piflow.pitime import TICKS_PER_SECOND
-from piflow.planner import DAY_TICKS, PointRef, group_for_sync, make_plan, max_count_for, units_to_do
+from piflow.planner import (
+    DAY_TICKS,
+    PointRef,
+    Shard,
+    WorkUnit,
+    group_for_sync,
+    make_plan,
+    max_count_for,
+    progress_shards,
+    units_to_do,
+)
 
 P = [PointRef(f"W{i}", f"TAG{i}") for i in range(5)]
 
@@ -9,26 +21,50 @@ def test_windows_cover_the_range_half_open_and_last_is_final() -> None:
     assert plan.windows == 3
     assert [plan.window_bounds(w) for w in range(3)] == [(0, DAY_TICKS), (DAY_TICKS, 2 * DAY_TICKS),
                                                         (2 * DAY_TICKS, 2 * DAY_TICKS + 5)]
-    units = units_to_do(plan, P, {}, group_size=2)
+    units = units_to_do(plan, [Shard("s", tuple(P))], {}, group_size=2)
     assert [len(u.points) for u in units] == [2, 2, 1] * 3
     assert [u.final for u in units] == [False] * 6 + [True] * 3
 
 
-def test_committed_windows_are_skipped_per_point() -> None:
+def _covered(units: list[WorkUnit]) -> set[tuple[int, str]]:
+    return {(u.window, p.webid) for u in units for p in u.points}
+
+
+def test_a_shard_resumes_at_its_position_whatever_group_size_committed_it() -> None:
     plan = make_plan(0, 3 * DAY_TICKS, DAY_TICKS)
-    units = units_to_do(plan, P, {"W0": 3, "W1": 1}, group_size=10)
-    covered = {(u.window, p.webid) for u in units for p in u.points}
-    assert ("W0", 0) not in {(w, x) for x, w in covered}
-    assert not any(p == "W0" for _, p in covered)
-    assert {w for w, p in covered if p == "W1"} == {1, 2}
-    assert {w for w, p in covered if p == "W4"} == {0, 1, 2}
+    a, b = Shard("a", tuple(P[:3])), Shard("b", tuple(P[3:]))
+    # shard a: window 0 done and the first two points of window 1; shard b: nothing
+    units = units_to_do(plan, [a, b], {"a": 3 + 2}, group_size=10)
+    assert _covered(units) == {(1, "W2"), (2, "W0"), (2, "W1"), (2, "W2")} | {
+        (w, x) for w in range(3) for x in ("W3", "W4")}
+    # each unit says where its shard stands before and after it, and a shard's units chain
+    for shard in (a, b):
+        chain = sorted((u for u in units if u.shard == shard.key), key=lambda u: u.first)
+        assert all(x.after == y.first for x, y in itertools.pairwise(chain))
+        assert chain[-1].after == plan.windows * len(shard.points)
+    assert units_to_do(plan, [a, b], {"a": 9, "b": 6}, group_size=2) == []
+
+
+def test_shards_cut_at_content_defined_boundaries_survive_a_changed_point_list() -> None:
+    points = [PointRef(f"F1DP-{i:06d}", f"T{i}") for i in range(20_000)]
+    shards = progress_shards(points, mean=64)
+    assert sorted(p.webid for s in shards for p in s.points) == sorted(p.webid for p in points)
+    assert 200 <= len(shards) <= 450  # about 20,000 / 64, not one per point and not one for all
+    assert len({s.key for s in shards}) == len(shards)
+    added = progress_shards([*points, PointRef("F1DP-010000x", "NEW")], mean=64)
+    removed = progress_shards(points[:5000] + points[5001:], mean=64)
+    for other in (added, removed):
+        kept = {s.key for s in shards} & {s.key for s in other}
+        assert len(kept) >= len(shards) - 2  # only the shard the point falls in changes (and maybe a neighbour)
+        assert len(kept) < len(shards)
+    assert progress_shards(list(reversed(points)), mean=64) == shards  # the order points come in does not matter
 
 
 def test_app_ids_are_stable_and_distinct() -> None:
     a, b = make_plan(0, DAY_TICKS), make_plan(0, DAY_TICKS)
-    assert a.app_id("W1") == b.app_id("W1")
-    assert a.app_id("W1") != a.app_id("W2")
-    assert a.app_id("W1") != make_plan(0, 2 * DAY_TICKS).app_id("W1")
+    assert a.app_id("k1") == b.app_id("k1")
+    assert a.app_id("k1") != a.app_id("k2")
+    assert a.app_id("k1") != make_plan(0, 2 * DAY_TICKS).app_id("k1")
 
 
 def test_sync_groups_respect_size_and_slack() -> None:

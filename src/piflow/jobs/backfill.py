@@ -1,10 +1,11 @@
 """``piflow backfill``: recorded values over [start, end) into ``pi_values``, exactly once, resumable.
 
-The range is cut into windows; each (point group, window) unit is read in full (paging and splitting
-included) before any of it is written. Units are committed in batches, and each commit carries, for every
-point it advances, ``Transaction(app_id(point), windows_done)`` — in the same atomic Delta commit as the rows.
-A re-run (after kill -9 at any moment, or a second run) reads those versions back and skips what the table
-already holds, so nothing is lost and nothing is written twice.
+The range is cut into windows and the points into shards (:func:`piflow.planner.progress_shards`); each
+(point group, window) unit is read in full (paging and splitting included) before any of it is written. Units
+are committed in batches, each shard's in order, and each commit carries, for every shard it advances,
+``Transaction(app_id(shard), position)`` — in the same atomic Delta commit as the rows. A re-run (after kill -9
+at any moment, or a second run) reads those positions back and skips what the table already holds, so nothing
+is lost and nothing is written twice; the log a commit adds does not grow with the number of points.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ from piflow.planner import (
     AdaptiveConcurrency,
     BackfillPlan,
     PointRef,
+    Shard,
     WorkUnit,
     group_size,
     make_plan,
+    progress_shards,
     units_to_do,
 )
 from piflow.progress import Progress
@@ -55,23 +58,26 @@ DEFAULT_GROUP = 50
 
 @dataclass
 class _Committer:
-    """Buffers finished units and commits them in window order per point, with their transactions.
+    """Buffers finished units and commits them in order per shard, with the shards' transactions.
 
     Each commit is planned from ``snap``: the version the run's overlap check read, advanced by the run's own
     commits. While no other writer commits, a batch is a plain append: the check said its range was empty
     (a batch holding a unit whose range already held rows is compared with the table and adds only what it
     lacks). Once another writer has committed (the sink's writer protocol makes the commit plan again from a
     fresh snapshot), every later batch is compared first: a sync or a stream may have written into the range.
+    A shard holding a point the server no longer knows stops advancing: its rows are still written, and the
+    next run reads it again from where its progress stopped (comparing, so nothing is written twice).
     """
 
     sink: DeltaSink
     plan: BackfillPlan
-    committed: dict[str, int]
+    committed: dict[str, int]  # shard key -> position committed
     snap: Snapshot
     run_id: str = ""
     flush_rows: int = FLUSH_ROWS
     ready: list[tuple[WorkUnit, pa.Table]] = field(default_factory=list)
     overlapping: set[int] = field(default_factory=set)  # id() of ready tables whose range already held rows
+    stalled: set[str] = field(default_factory=set)  # shards that hold a point the server no longer knows
     written: int = 0
     watermarks: dict[str, int] = field(default_factory=dict)
     foreign: bool = False
@@ -85,14 +91,19 @@ class _Committer:
         if overlapping:
             self.overlapping.add(id(table))
 
+    def stall(self, shard: str) -> None:
+        """Stop advancing ``shard`` in this run (one of its points is unknown to the server)."""
+        self.stalled.add(shard)
+
     def _flushable(self) -> tuple[list[tuple[WorkUnit, pa.Table]], dict[str, int]]:
         tentative = dict(self.committed)
         take: list[tuple[WorkUnit, pa.Table]] = []
-        for unit, table in sorted(self.ready, key=lambda ut: ut[0].window):
-            if all(tentative.get(p.webid, 0) == unit.window for p in unit.points):
+        for unit, table in sorted(self.ready, key=lambda ut: (ut[0].shard, ut[0].first)):
+            if unit.shard in self.stalled:
                 take.append((unit, table))
-                for p in unit.points:
-                    tentative[p.webid] = unit.window + 1
+            elif tentative.get(unit.shard, 0) == unit.first:
+                take.append((unit, table))
+                tentative[unit.shard] = unit.after
         return take, tentative
 
     async def maybe_flush(self, force: bool = False) -> None:
@@ -115,16 +126,19 @@ class _Committer:
             self.ready = [(u, t) for u, t in self.ready if id(t) not in taken]
             compare = bool(taken & self.overlapping)
             self.overlapping -= taken
-            advanced = {p.webid for u, _ in take for p in u.points}
-            before = {w: self.committed.get(w, 0) for w in advanced}
-            txns = sorted((self.plan.app_id(w), tentative[w]) for w in advanced)
+            advanced = {u.shard for u, _ in take if u.shard not in self.stalled}
+            before = {k: (self.committed.get(k, 0), _names([p for u, _ in take if u.shard == k for p in u.points]))
+                      for k in advanced}
+            txns = sorted((self.plan.app_id(k), tentative[k]) for k in advanced)
+            webids = sorted({p.webid for u, _ in take for p in u.points})
             data = pa.concat_tables([t for _, t in take]) if len(take) > 1 else take[0][1]
-            self.committed.update({w: tentative[w] for w in advanced})
+            self.committed.update({k: tentative[k] for k in advanced})
             span = (min(u.start_ticks for u, _ in take), max(u.end_ticks for u, _ in take))
             self._pending_write = asyncio.create_task(
-                asyncio.to_thread(self._commit, data, txns, before, span, compare))
+                asyncio.to_thread(self._commit, data, txns, before, webids, span, compare))
 
-    def _commit(self, data: pa.Table, txns: list[tuple[str, int]], before: dict[str, int],
+    def _commit(self, data: pa.Table, txns: list[tuple[str, int]], before: dict[str, tuple[int, str]],
+                webids: list[str],
                 span: tuple[int, int], compare: bool) -> None:
         """One batch, in one commit (runs in a thread; counts only what landed)."""
         meta = {"piflow.job": "backfill", "piflow.run_id": self.run_id, "piflow.range": self.plan.range_id}
@@ -137,7 +151,7 @@ class _Committer:
             if not (self.foreign or compare):
                 return Write(append=data, key=KEY, transactions=txns, metadata=meta)
             self._check_transactions(snap, before)
-            existing = existing_rows(snap, sorted(before), span[0] // TICKS_PER_US, -(-span[1] // TICKS_PER_US))
+            existing = existing_rows(snap, webids, span[0] // TICKS_PER_US, -(-span[1] // TICKS_PER_US))
             new_rows, changed = split_new_and_changed(data, existing)
             return replace(values_write(new_rows, changed, None, meta), transactions=txns)
 
@@ -151,14 +165,14 @@ class _Committer:
         for w, ts in max_timestamps(data).items():
             self.watermarks[w] = max(ts, self.watermarks.get(w, ts))
 
-    def _check_transactions(self, snap: Snapshot, before: dict[str, int]) -> None:
-        """Stop if another backfill of this range committed windows of these points meanwhile."""
-        for webid, windows in before.items():
-            now = snap.transaction_version(self.plan.app_id(webid)) or 0
-            if now != windows:
+    def _check_transactions(self, snap: Snapshot, before: dict[str, tuple[int, str]]) -> None:
+        """Stop if another backfill of this range committed units of these shards meanwhile."""
+        for key, (position, names) in before.items():
+            now = snap.transaction_version(self.plan.app_id(key)) or 0
+            if now != position:
                 raise StateError(
-                    f"another backfill of the same range committed windows of point {webid} while this one ran "
-                    f"(the table has {now} windows done, this run expected {windows}); this run stops here "
+                    f"another backfill of the same range committed values of points {names} while this one ran "
+                    f"(their progress in the table is {now}, this run expected {position}); this run stops here "
                     "without writing them: run it again to resume from what the table holds")
 
     async def _finish_pending(self) -> None:
@@ -187,6 +201,12 @@ class _Committer:
             await self._finish_pending()
 
 
+def _names(points: list[PointRef]) -> str:
+    """The points of a batch for a message: one name, or the first and last by name and how many."""
+    names = sorted(p.name for p in points)
+    return names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]} ({len(names)} points)"
+
+
 def windows_with_data(snap: Snapshot, plan: BackfillPlan, points: list[PointRef]) -> set[tuple[str, int]]:
     """(webid, window) pairs of this plan for which the table already holds rows written by something else.
 
@@ -205,18 +225,17 @@ def windows_with_data(snap: Snapshot, plan: BackfillPlan, points: list[PointRef]
     return set(zip(existing.column("webid").to_pylist(), windows.tolist(), strict=True))
 
 
-def committed_windows(snap: Snapshot, plan: BackfillPlan, points: list[PointRef]) -> dict[str, int]:
-    """Windows already in the table per point, read from Delta's transaction identifiers.
+def committed_progress(snap: Snapshot, plan: BackfillPlan, shards: list[Shard]) -> dict[str, int]:
+    """Each shard's position already in the table, read from Delta's transaction identifiers (one per shard).
 
-    delta-rs answers one identifier per call, and a call costs milliseconds once the log holds thousands of
-    them, so a table at version 0 (the sink's empty creation commit, which carries none) is not asked."""
+    A table at version 0 (the sink's empty creation commit, which carries none) is not asked."""
     if snap.table is None or snap.version == 0:
         return {}
     out: dict[str, int] = {}
-    for p in points:
-        v = snap.transaction_version(plan.app_id(p.webid))
+    for shard in shards:
+        v = snap.transaction_version(plan.app_id(shard.key))
         if v:
-            out[p.webid] = int(v)
+            out[shard.key] = int(v)
     return out
 
 
@@ -244,10 +263,11 @@ async def run_backfill(settings: PiflowSettings, progress: Progress | None = Non
         # does not count as another writer's commit).
         sink.ensure("pi_values", PI_VALUES)
         snap = sink.snapshot("pi_values")
-        committed = committed_windows(snap, plan, points)
+        shards = progress_shards(points)
+        committed = committed_progress(snap, plan, shards)
         group = group_size(len(points), settings.concurrency, settings.points_per_request, DEFAULT_GROUP)
-        units = units_to_do(plan, points, committed, group)
-        fresh = [p for p in points if committed.get(p.webid, 0) < plan.windows]
+        units = units_to_do(plan, shards, committed, group)
+        fresh = list({p.webid: p for u in units for p in u.points}.values())
         overlaps = windows_with_data(snap, plan, fresh)
         if overlaps:
             progress.note(f"{len(overlaps)} point-windows already hold data: only missing rows are added")
@@ -307,9 +327,9 @@ async def _run_units(units: list[WorkUnit], reader: RecordedReader, committer: _
                 gate.on_throttled()
             else:
                 gate.on_done(time.monotonic() - t0, table.num_rows)
-            if reader.stats.missing:
-                # A point the server no longer knows is not marked done: the next run tries it again.
-                unit = replace(unit, points=tuple(p for p in unit.points if p.webid not in reader.stats.missing))
+            if any(p.webid in reader.stats.missing for p in unit.points):
+                # A point the server no longer knows is not marked done: the next run tries its shard again.
+                committer.stall(unit.shard)
             committer.add(unit, table, overlapping=any((p.webid, unit.window) in overlaps for p in unit.points))
             progress.advance(1, table.num_rows)
             await committer.maybe_flush()

@@ -1,4 +1,4 @@
-"""Admin routes (``/_emulator``, outside ``/piwebapi``): counters, the virtual clock, deleting points.
+"""Admin routes (``/_emulator``, outside ``/piwebapi``): counters, the virtual clock, deleting points, limits.
 
 Tests and benchmarks drive the emulator through these; a real PI Web API has nothing like them, which is why
 they have their own router, mounted without the API prefix.
@@ -57,6 +57,19 @@ async def admin_clock(request: Request) -> Response:
     except (ValueError, TypeError, OverflowError) as exc:
         raise pi_error(400, f"Bad clock request: {exc}") from None
     return json_response({"now": iso(st.clock.now_ticks()), "frozen": st.clock.frozen})
+
+
+@router.post("/_emulator/limits")
+async def admin_limits(request: Request) -> Response:
+    """Change the server's item limit at run time (a server whose administrator lowers
+    ``MaxReturnedItemsPerCall`` while a job runs): ``{"maxReturnedItems": 5000}``; answers the limits now."""
+    st = request_state(request)
+    body = await _json_body(request)
+    limit = body.get("maxReturnedItems")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise pi_error(400, "Give 'maxReturnedItems': a positive whole number.")
+    st.settings.max_returned_items = limit
+    return json_response({"maxReturnedItems": st.settings.max_returned_items})
 
 
 @router.post("/_emulator/points/delete")
