@@ -20,12 +20,12 @@ from piflow import schema
 from piflow.jobs.common import all_or_none, points_to_read, resolve_time, server_now
 from piflow.jobs.reader import RecordedReader
 from piflow.jobs.runs import RunResult, job_run
-from piflow.jobs.value_diff import commit_diff, existing_rows
+from piflow.jobs.value_diff import StagedDiff, commit_staged, existing_rows
 from piflow.jobs.watermarks import read_watermarks
 from piflow.pitime import TICKS_PER_SECOND, TICKS_PER_US, from_ticks, to_ticks
 from piflow.planner import PointRef, group_for_sync
 from piflow.progress import Progress
-from piflow.sinks.delta import DeltaSink
+from piflow.sinks.delta import DeltaSink, Snapshot
 
 if TYPE_CHECKING:
     from piflow.config import PiflowSettings
@@ -35,6 +35,13 @@ DEFAULT_GROUP = 100
 # A sync reads and commits at most this much time at once (or twice the lookback, if longer): a long gap is
 # caught up slice by slice, each committed, so memory stays bounded and work done is kept.
 SLICE_TICKS = 6 * 3600 * TICKS_PER_SECOND
+# Points whose slice is read and compared at once: memory grows with this, not with the fleet (an hour of
+# 10,000 points is ~500,000 values).
+CHUNK_POINTS = 10_000
+# Differences held before they are committed (a catch-up after an outage is mostly new rows).
+STAGED_ROWS = 1_000_000
+
+
 async def run_sync(settings: PiflowSettings, progress: Progress | None = None) -> RunResult:
     async with job_run("sync", settings, progress) as run:
         sink, result, progress = run.sink, run.result, run.progress
@@ -105,32 +112,62 @@ def sync_slices(starts: dict[str, int], end_ticks: int, span_ticks: int
 async def _sync_slice(sink: DeltaSink, reader: RecordedReader, groups: list[tuple[int, list[PointRef]]],
                       window: tuple[int, int, bool], concurrency: int, progress: Progress, hold: frozenset[str],
                       metadata: dict[str, str], counts: Counts) -> None:
-    """Read one slice of every point in it and commit it (new, changed and deleted rows at once)."""
+    """Read one slice of every point in it and commit it (new, changed and deleted rows at once).
+
+    Points are read and compared a chunk at a time (:data:`CHUNK_POINTS`), keeping only the differences, so
+    memory does not grow with the fleet; the differences are committed together at the end of the slice, or
+    earlier once they reach :data:`STAGED_ROWS` (each commit covers whole points, so a crash between two
+    leaves every point either synced or as before).
+    """
     start, end, last = window
-    webids = [p.webid for _, pts in groups for p in pts]
     since_us = start // TICKS_PER_US
     until_us = None if last else end // TICKS_PER_US
-    # What the table holds is read in a thread while the server answers (Arrow and Delta release the GIL):
-    # the read is as long as the fetch for a one-hour lookback. The commit is planned from this snapshot (and
-    # again from a newer one if another writer commits meanwhile).
+    # Every chunk is compared with this one snapshot, and the commits are made from it (it moves on with this
+    # run's own commits; if another writer commits meanwhile, the differences are compared again).
+    sink.ensure("pi_values", schema.PI_VALUES)
     snap = sink.snapshot("pi_values")
-    existing = asyncio.create_task(asyncio.to_thread(existing_rows, snap, webids, since_us, until_us))
-    try:
-        fetched = await _read_groups(reader, groups, end, concurrency, progress, final=last)
-    finally:
-        held = await asyncio.gather(existing, return_exceptions=True)
-    if isinstance(held[0], BaseException):
-        raise held[0]
-    # Deletions are judged only where a point was read completely: its group's start to the slice's end
-    # (exclusive, but for the last slice).
-    covered = {p.webid: s for s, pts in groups for p in pts if p.webid not in reader.stats.missing}
-    inserted, updated, deleted = commit_diff(sink, fetched, webids, since_us, metadata, existing=(snap, held[0]),
-                                             covered=(covered, end if last else end - 1), hold=hold,
-                                             until_us=until_us)
-    counts.read += fetched.num_rows
+    staged = StagedDiff()
+    for chunk in _chunks(groups, CHUNK_POINTS):
+        webids = [p.webid for _, pts in chunk for p in pts]
+        # What the table holds is read in a thread while the server answers (Arrow and Delta release the GIL).
+        existing = asyncio.create_task(asyncio.to_thread(existing_rows, snap, webids, since_us, until_us))
+        try:
+            fetched = await _read_groups(reader, chunk, end, concurrency, progress, final=last)
+        finally:
+            held = await asyncio.gather(existing, return_exceptions=True)
+        if isinstance(held[0], BaseException):
+            raise held[0]
+        # Deletions are judged only where a point was read completely: its group's start to the slice's end
+        # (exclusive, but for the last slice).
+        covered = {p.webid: s for s, pts in chunk for p in pts if p.webid not in reader.stats.missing}
+        staged.add(fetched, held[0], (covered, end if last else end - 1), hold)
+        counts.read += fetched.num_rows
+        del fetched, held
+        if staged.rows >= STAGED_ROWS:
+            await _commit(sink, snap, staged, metadata, counts)
+            staged = StagedDiff()
+    await _commit(sink, snap, staged, metadata, counts)
+
+
+async def _commit(sink: DeltaSink, snap: Snapshot, staged: StagedDiff, metadata: dict[str, str],
+                  counts: Counts) -> None:
+    inserted, updated, deleted = await asyncio.to_thread(commit_staged, sink, snap, staged, metadata)
     counts.inserted += inserted
     counts.updated += updated
     counts.deleted += deleted
+
+
+def _chunks(groups: list[tuple[int, list[PointRef]]], points: int) -> list[list[tuple[int, list[PointRef]]]]:
+    """Consecutive request groups of about ``points`` points together (pure)."""
+    out: list[list[tuple[int, list[PointRef]]]] = []
+    size = 0
+    for g in groups:
+        if not out or size >= points:
+            out.append([])
+            size = 0
+        out[-1].append(g)
+        size += len(g[1])
+    return out
 
 
 def clock_behind(marks: dict[str, int], webids: list[str], now: datetime, progress: Progress) -> frozenset[str]:

@@ -9,6 +9,7 @@ and gone rows land together in one merge, planned from one table version (the si
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -175,31 +176,95 @@ def commit_diff(sink: DeltaSink, fetched: pa.Table, webids: list[str], since_us:
     ``fetched`` must be everything the server holds for ``webids`` over the range it covers (so that seq
     numbers are the server's). New keys are appended; keys whose content changed are replaced; with
     ``covered`` = (first tick read per point, last tick read), rows the server no longer holds in that range
-    are deleted; all three in one commit, planned from one snapshot (planned again from a fresh one when
-    another writer committed first). The watermarks then move forward. Safe to repeat: a second call with
-    the same data changes nothing. ``existing`` is (snapshot, ``existing_rows(snapshot, webids, since_us,
-    until_us)``) when the caller read it already (``until_us``: where ``fetched`` ends, exclusive). ``hold``
-    names points whose rows are only added to, never changed or deleted (their stored values are newer than
-    the server's clock). Returns (inserted, updated, deleted).
+    are deleted; all three in one commit (see :func:`commit_staged`). The watermarks then move forward. Safe to
+    repeat: a second call with the same data changes nothing. ``existing`` is (snapshot, ``existing_rows(
+    snapshot, webids, since_us, until_us)``) when the caller read it already (``until_us``: where ``fetched``
+    ends, exclusive). ``hold`` names points whose rows are only added to, never changed or deleted (their stored
+    values are newer than the server's clock). Returns (inserted, updated, deleted).
     """
-    counts = (0, 0, 0)
+    if existing is None:
+        snap = sink.snapshot("pi_values")
+        existing = (snap, existing_rows(snap, webids, since_us, until_us))
+    staged = StagedDiff()
+    staged.add(fetched, existing[1], covered, hold)
+    return commit_staged(sink, existing[0], staged, metadata)
 
-    def plan(snap: Snapshot) -> Write:
-        nonlocal counts
-        held = (existing[1] if existing is not None and snap is existing[0]
-                else existing_rows(snap, webids, since_us, until_us))
+
+@dataclass
+class StagedDiff:
+    """What chunks of points need written, each chunk compared with the same snapshot; committed together.
+
+    A sync compares its lookback a chunk of points at a time and keeps only the differences (new rows, changed
+    rows, keys PI deleted), so a large fleet's lookback is never in memory at once.
+    """
+
+    new: list[pa.Table] = field(default_factory=list)
+    changed: list[pa.Table] = field(default_factory=list)
+    gone: list[pa.Table] = field(default_factory=list)
+    newest: dict[str, int] = field(default_factory=dict)  # newest timestamp read per point (for watermarks)
+    rows: int = 0
+
+    def add(self, fetched: pa.Table, held: pa.Table, covered: tuple[dict[str, int], int] | None = None,
+            hold: frozenset[str] = frozenset()) -> None:
+        """Compare what was read for some points with what the table holds for them (``held``)."""
         new_rows, changed, lacking = diff_rows(fetched, held)
-        gone = within_read(lacking, *covered) if covered is not None else None
+        gone = within_read(lacking, *covered) if covered is not None else lacking.slice(0, 0)
         if hold:
             held_ids = pa.array(sorted(hold), pa.string())
             changed = changed.filter(pc.invert(pc.is_in(changed.column("webid"), value_set=held_ids)))
-            if gone is not None:
-                gone = gone.filter(pc.invert(pc.is_in(gone.column("webid"), value_set=held_ids)))
-        counts = (new_rows.num_rows, changed.num_rows, 0 if gone is None else gone.num_rows)
-        return values_write(new_rows, changed, gone, metadata)
+            gone = gone.filter(pc.invert(pc.is_in(gone.column("webid"), value_set=held_ids)))
+        for tables, t in ((self.new, new_rows), (self.changed, changed), (self.gone, gone)):
+            if t.num_rows:
+                tables.append(t)
+                self.rows += t.num_rows
+        for w, ts in max_timestamps(fetched).items():
+            self.newest[w] = max(ts, self.newest.get(w, ts))
 
-    sink.commit("pi_values", plan, first=existing[0] if existing is not None else None)
+
+def commit_staged(sink: DeltaSink, snap: Snapshot, staged: StagedDiff, metadata: dict[str, str]
+                  ) -> tuple[int, int, int]:
+    """Commit what ``staged`` holds (compared with ``snap``) in one commit, then move the watermarks forward.
+
+    When another writer committed after ``snap``, the rows to write are compared again with the newest version
+    (only the points and times they cover): what that writer already wrote is not written twice, and only keys
+    still in the table are deleted. Returns (inserted, updated, deleted).
+    """
+    new = _concat(staged.new, schema.PI_VALUES)
+    changed = _concat(staged.changed, schema.PI_VALUES)
+    gone = pa.concat_tables(staged.gone) if staged.gone else None
+    counts = (0, 0, 0)
+
+    def plan(s: Snapshot) -> Write:
+        nonlocal counts
+        n, c, g = (new, changed, gone) if s is snap else _compare_again(s, new, changed, gone)
+        counts = (n.num_rows, c.num_rows, 0 if g is None else g.num_rows)
+        return values_write(n, c, g, metadata)
+
+    if staged.rows:
+        sink.commit("pi_values", plan, first=snap)
     if counts[2]:
         log.info("sync: %d values were deleted in PI; deleted them here too", counts[2])
-    advance_watermarks(sink, max_timestamps(fetched), metadata)
+    advance_watermarks(sink, staged.newest, metadata)
     return counts
+
+
+def _concat(tables: list[pa.Table], table_schema: pa.Schema) -> pa.Table:
+    return pa.concat_tables(tables) if tables else table_schema.empty_table()
+
+
+def _compare_again(snap: Snapshot, new: pa.Table, changed: pa.Table, gone: pa.Table | None
+                   ) -> tuple[pa.Table, pa.Table, pa.Table | None]:
+    """The staged rows compared with a newer version than the one they were compared with (pure but for the
+    read): rows to put are new or changed against it, keys to delete only those it still holds."""
+    rows = pa.concat_tables([new, changed])
+    parts = [t for t in (rows, gone) if t is not None and t.num_rows]
+    if not parts:
+        return new, changed, gone
+    webids = sorted(set().union(*(t.column("webid").unique().to_pylist() for t in parts)))
+    since = min(pc.min(t.column("timestamp")).cast(pa.int64()).as_py() for t in parts)
+    until = max(pc.max(t.column("timestamp")).cast(pa.int64()).as_py() for t in parts) + 1
+    held = existing_rows(snap, webids, since, until)
+    n, c, _ = diff_rows(rows, held)
+    if gone is not None and gone.num_rows:
+        gone = gone.join(held.select(KEY), keys=KEY, join_type="left semi")
+    return n, c, gone
