@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from piflow.emulator.settings import EmulatorSettings
 
 DEFAULT_CONFIG = Path("piflow.toml")
+# Up to this many points, `recheck_every = "auto"` re-reads the lookback on every sync (10,000 points and an
+# hour's lookback: 3.1 s a run); beyond, once per `lookback` (benchmarks/scale.py, docs/performance.md).
+AUTO_RECHECK_POINTS = 20_000
 AuthKind = Literal["none", "basic", "bearer", "oidc", "kerberos"]
 ProgressMode = Literal["auto", "always", "never"]
 
@@ -55,6 +58,7 @@ EXAMPLES: dict[str, str] = {
     "window": "1d (or auto)", "concurrency": "8", "max_rps": "50", "points_per_request": "100",
     "commit_rows": "500000", "commit_interval": "5s", "points_per_socket": "500", "heartbeat_rate": "5",
     "poll_interval": "30s", "stream_modes": "channels,updates,poll", "safety_lag": "30s", "lookback": "1h",
+    "recheck_every": "auto, always or 1h",
     "timeout_s": "60", "retries": "8", "log_json": "true", "log_level": "INFO", "progress": "auto",
     "workspace": "https://adb-1234.5.azuredatabricks.net",  # uc register --host
 }
@@ -108,6 +112,9 @@ class PiflowSettings(BaseSettings):
     stream_modes: str = "channels,updates,poll"
     safety_lag: str = "30s"
     lookback: str = "1h"
+    # How often sync re-reads the lookback (between such runs it reads from each watermark): "always", an
+    # interval, or "auto" (always up to AUTO_RECHECK_POINTS points, else every `lookback`).
+    recheck_every: str = "auto"
     timeout_s: float = Field(default=60.0, gt=0)
     retries: int = Field(default=8, ge=0)
     log_json: bool = False
@@ -164,6 +171,16 @@ class PiflowSettings(BaseSettings):
         if v is None or v.strip().lower() in ("", "auto"):
             return None
         return interval_text(v)  # a bare number is seconds
+
+    @field_validator("recheck_every")
+    @classmethod
+    def _check_recheck(cls, v: str) -> str:
+        word = v.strip().lower()
+        if word in ("auto", "always"):
+            return word
+        if parse_interval(v).total_seconds() <= 0:
+            raise ValueError(f"must be auto, always or an interval longer than zero, got {v!r}")
+        return interval_text(v)
 
     @field_validator("window", "commit_interval", "poll_interval")
     @classmethod
@@ -245,6 +262,14 @@ class PiflowSettings(BaseSettings):
     @property
     def lookback_delta(self) -> timedelta:
         return parse_interval(self.lookback)
+
+    def recheck_interval(self, points: int) -> timedelta | None:
+        """How often sync re-reads the lookback for ``points`` points; None: every run."""
+        if self.recheck_every == "always" or (self.recheck_every == "auto" and points <= AUTO_RECHECK_POINTS):
+            return None
+        if self.recheck_every == "auto":
+            return max(self.lookback_delta, timedelta(minutes=1))
+        return parse_interval(self.recheck_every)
 
     def require_url(self) -> str:
         """The PI Web API base URL, or a ConfigError saying how to give it."""

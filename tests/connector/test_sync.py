@@ -226,3 +226,50 @@ def test_a_long_gap_is_caught_up_in_committed_slices(emulator: EmulatorServer, t
                                                    pa.scalar(reread, final.schema.field("timestamp").type))), expected)
     assert result.details["inserted"] == final.num_rows - before
     assert result.details["updated"] > 0  # edits of the hour before the outage, caught in the first slice
+
+
+def test_a_sync_that_rechecks_the_lookback_less_often_still_catches_every_edit_and_deletion(
+        emulator: EmulatorServer, tmp_path: Path) -> None:
+    """``recheck_every = 30m``: syncs in between read from each watermark only (a deletion is not seen yet); the
+    next re-read reaches back past where the previous one ended, so the table then equals PI again."""
+    import httpx2
+
+    start = T0 - timedelta(hours=4)
+    s = settings_for(emulator, tmp_path, start=start.isoformat(), end=T0.isoformat(), window="4h",
+                     lookback="1h", safety_lag="0s", recheck_every="30m")
+    asyncio.run(run_backfill(s))
+    emulator.state.clock.advance(timedelta(minutes=5))
+    first = asyncio.run(run_sync(s))
+    assert first.details["lookback_reread"] is True  # none recorded yet: this one re-reads
+
+    emulator.state.clock.advance(timedelta(minutes=10))
+    rows = table_of(tmp_path).to_pylist()
+    # Older than the next re-read's watermarks minus the lookback (T0 - 45 min): only a re-read that reaches
+    # back to where the previous one ended (T0 + 5 min, minus the lookback) sees them go.
+    doomed = [r for r in rows if T0 - timedelta(minutes=54) <= r["timestamp"] <= T0 - timedelta(minutes=46)
+              and r["timestamp"].microsecond % 1000 == 0][::53][:4]
+    assert len(doomed) >= 2
+    for r in doomed:
+        answer = httpx2.post(f"{emulator.base_url}/_emulator/values/delete",
+                             json={"webId": r["webid"], "times": [r["timestamp"].isoformat()]}, timeout=10)
+        assert answer.json()["deleted"] == 1
+    tail = asyncio.run(run_sync(s))
+    assert tail.status == "ok"
+    assert tail.details["lookback_reread"] is False
+    assert 0 < tail.details["read"] < first.details["read"] / 2  # ten minutes of new values, not the hour again
+    keys = {(r["webid"], r["timestamp"]) for r in table_of(tmp_path).select(["webid", "timestamp"]).to_pylist()}
+    assert all((r["webid"], r["timestamp"]) in keys for r in doomed)  # not re-read yet
+
+    emulator.state.clock.advance(timedelta(minutes=25))  # 35 minutes since the last re-read ended
+    now = emulator.state.clock.now()
+    full = asyncio.run(run_sync(s))
+    assert full.details["lookback_reread"] is True
+    assert full.details["deleted"] >= len(doomed)
+    values = table_of(tmp_path)
+    keys = {(r["webid"], r["timestamp"]) for r in values.select(["webid", "timestamp"]).to_pylist()}
+    assert not any((r["webid"], r["timestamp"]) in keys for r in doomed)
+    # From an hour before the first sync's end on, the table equals PI: late values and edits included.
+    since = T0 + timedelta(minutes=5) - timedelta(hours=1)
+    recent = values.filter(pc.greater_equal(values.column("timestamp"),
+                                            pa.scalar(since, values.schema.field("timestamp").type)))
+    assert_same_rows(recent, truth(emulator, tmp_path, since, now))

@@ -141,3 +141,33 @@ async def test_all_or_none_cancels_the_others_when_one_fails() -> None:
         return i
 
     assert await all_or_none(quick(i) for i in range(3)) == [0, 1, 2]  # results in order
+
+
+def test_recheck_every_auto_adapts_to_the_fleet_and_an_interval_is_kept() -> None:
+    from datetime import timedelta
+
+    from piflow.config import AUTO_RECHECK_POINTS, PiflowSettings
+
+    auto = PiflowSettings(lookback="2h")
+    assert auto.recheck_interval(AUTO_RECHECK_POINTS) is None  # every run, as small fleets always did
+    assert auto.recheck_interval(AUTO_RECHECK_POINTS + 1) == timedelta(hours=2)
+    assert PiflowSettings(recheck_every="always").recheck_interval(10**6) is None
+    assert PiflowSettings(recheck_every="15m").recheck_interval(10) == timedelta(minutes=15)
+
+
+def test_a_rechecking_sync_reaches_back_past_the_previous_recheck() -> None:
+    from piflow.jobs.sync import Recheck
+    from piflow.pitime import TICKS_PER_US
+
+    lookback, default = 3600 * TICKS_PER_SECOND, 123
+    mark_us, last = 10_000_000_000, 9_000_000_000 * TICKS_PER_US
+    full = Recheck(full=True, every_ticks=1800 * TICKS_PER_SECOND, last_ticks=last, end_ticks=0, app_id="a")
+    assert full.start(mark_us, lookback, default) == last - lookback  # the earlier of watermark and last re-read
+    assert full.start(None, lookback, default) == default  # a point never read starts where the settings say
+    tail = Recheck(full=False, every_ticks=1800 * TICKS_PER_SECOND, last_ticks=last, end_ticks=0, app_id="a")
+    assert tail.start(mark_us, lookback, default) == mark_us * TICKS_PER_US  # from the watermark, inclusive
+    assert tail.transactions() == ()
+    always = Recheck(full=True, every_ticks=None, last_ticks=None, end_ticks=0, app_id="a")
+    assert always.start(mark_us, lookback, default) == mark_us * TICKS_PER_US - lookback
+    assert always.transactions() == ()  # nothing to remember when every run re-reads
+    assert full.transactions() == (("a", 0),)

@@ -9,9 +9,10 @@ killed and re-run, or run twice, therefore leaves the table as one clean run wou
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -51,10 +52,13 @@ async def run_sync(settings: PiflowSettings, progress: Progress | None = None) -
         default_start = to_ticks(resolve_time("start", settings.start, now))
         lookback = int(settings.lookback_delta.total_seconds() * TICKS_PER_SECOND)
         marks = read_watermarks(sink)
-        starts = {
-            p.webid: min(end_ticks, (marks[p.webid] * TICKS_PER_US - lookback) if p.webid in marks else default_start)
-            for p in points
-        }
+        sink.ensure("pi_values", schema.PI_VALUES)
+        recheck = plan_recheck(settings, len(points), sink.snapshot("pi_values"), end_ticks)
+        if not recheck.full:
+            progress.note(f"sync: reading from each point's watermark; the {settings.lookback} lookback is re-read "
+                          f"every {recheck.every_text}, next at {from_ticks(recheck.due_ticks).isoformat()}")
+        starts = {p.webid: min(end_ticks, recheck.start(marks.get(p.webid), lookback, default_start))
+                  for p in points}
         result.points = len(points)
         result.window_start, result.window_end = from_ticks(min(starts.values())), from_ticks(end_ticks)
         group = settings.points_per_request or DEFAULT_GROUP
@@ -69,13 +73,68 @@ async def run_sync(settings: PiflowSettings, progress: Progress | None = None) -
         counts = Counts()
         for s, e, last, groups in plan:
             await _sync_slice(sink, reader, groups, (s, e, last), settings.concurrency, progress, hold,
-                              {"piflow.job": "sync", "piflow.run_id": result.run_id}, counts)
+                              {"piflow.job": "sync", "piflow.run_id": result.run_id}, counts,
+                              recheck.transactions() if last else ())
             result.values_written = counts.inserted + counts.updated + counts.deleted
         run.unknown_points(reader.stats.missing)
         result.details = {"read": counts.read, "inserted": counts.inserted, "updated": counts.updated,
                           "deleted": counts.deleted, "slices": len(plan), "held_points": len(hold),
-                          "commit_retries": sink.conflicts}
+                          "lookback_reread": recheck.full, "commit_retries": sink.conflicts}
     return result
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """Whether this sync re-reads the lookback, and where each point's read starts (pure but for the plan).
+
+    With ``every`` unset, every sync re-reads the lookback before each watermark. With an interval, syncs in
+    between read from each watermark (inclusive) only, and the sync that re-reads starts at the lookback
+    before the *earlier* of the watermark and the end of the previous re-read (``last_ticks``): every value is
+    then re-read after the edits the lookback allows, as when each sync re-reads. The end of a re-read is
+    recorded as a Delta transaction id in the sync's last commit, so a re-read cut short is done again.
+    """
+
+    full: bool
+    every_ticks: int | None
+    last_ticks: int | None
+    end_ticks: int
+    app_id: str
+
+    @property
+    def every_text(self) -> str:
+        return str(timedelta(microseconds=(self.every_ticks or 0) // TICKS_PER_US))
+
+    @property
+    def due_ticks(self) -> int:
+        return (self.last_ticks or 0) + (self.every_ticks or 0)
+
+    def start(self, watermark_us: int | None, lookback: int, default_start: int) -> int:
+        if watermark_us is None:
+            return default_start
+        mark = watermark_us * TICKS_PER_US
+        if not self.full:
+            return mark
+        return min(mark, self.last_ticks if self.last_ticks is not None else mark) - lookback
+
+    def transactions(self) -> tuple[tuple[str, int], ...]:
+        """What the sync's last commit records: the end of this re-read (none when every sync re-reads)."""
+        if not self.full or self.every_ticks is None:
+            return ()
+        return ((self.app_id, self.end_ticks // TICKS_PER_US),)
+
+
+def plan_recheck(settings: PiflowSettings, points: int, snap: Snapshot, end_ticks: int) -> Recheck:
+    """Decide from the settings and the end of the last re-read recorded in ``pi_values`` (one per filter)."""
+    every = settings.recheck_interval(points)
+    digest = hashlib.sha1(settings.points.encode("utf-8"), usedforsecurity=False).hexdigest()[:12]
+    app_id = f"piflow-sync-recheck-{digest}"
+    if every is None:
+        return Recheck(True, None, None, end_ticks, app_id)
+    every_ticks = int(every.total_seconds() * TICKS_PER_SECOND)
+    last_us = snap.transaction_version(app_id)
+    last = None if last_us is None else last_us * TICKS_PER_US
+    full = last is None or end_ticks - last >= every_ticks or end_ticks < last
+    return Recheck(full, every_ticks, last, end_ticks, app_id)
 
 
 @dataclass
@@ -111,7 +170,8 @@ def sync_slices(starts: dict[str, int], end_ticks: int, span_ticks: int
 
 async def _sync_slice(sink: DeltaSink, reader: RecordedReader, groups: list[tuple[int, list[PointRef]]],
                       window: tuple[int, int, bool], concurrency: int, progress: Progress, hold: frozenset[str],
-                      metadata: dict[str, str], counts: Counts) -> None:
+                      metadata: dict[str, str], counts: Counts,
+                      transactions: tuple[tuple[str, int], ...] = ()) -> None:
     """Read one slice of every point in it and commit it (new, changed and deleted rows at once).
 
     Points are read and compared a chunk at a time (:data:`CHUNK_POINTS`), keeping only the differences, so
@@ -124,7 +184,6 @@ async def _sync_slice(sink: DeltaSink, reader: RecordedReader, groups: list[tupl
     until_us = None if last else end // TICKS_PER_US
     # Every chunk is compared with this one snapshot, and the commits are made from it (it moves on with this
     # run's own commits; if another writer commits meanwhile, the differences are compared again).
-    sink.ensure("pi_values", schema.PI_VALUES)
     snap = sink.snapshot("pi_values")
     staged = StagedDiff()
     for chunk in _chunks(groups, CHUNK_POINTS):
@@ -146,12 +205,12 @@ async def _sync_slice(sink: DeltaSink, reader: RecordedReader, groups: list[tupl
         if staged.rows >= STAGED_ROWS:
             await _commit(sink, snap, staged, metadata, counts)
             staged = StagedDiff()
-    await _commit(sink, snap, staged, metadata, counts)
+    await _commit(sink, snap, staged, metadata, counts, transactions)
 
 
 async def _commit(sink: DeltaSink, snap: Snapshot, staged: StagedDiff, metadata: dict[str, str],
-                  counts: Counts) -> None:
-    inserted, updated, deleted = await asyncio.to_thread(commit_staged, sink, snap, staged, metadata)
+                  counts: Counts, transactions: tuple[tuple[str, int], ...] = ()) -> None:
+    inserted, updated, deleted = await asyncio.to_thread(commit_staged, sink, snap, staged, metadata, transactions)
     counts.inserted += inserted
     counts.updated += updated
     counts.deleted += deleted

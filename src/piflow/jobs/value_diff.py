@@ -9,7 +9,8 @@ and gone rows land together in one merge, planned from one table version (the si
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -221,9 +222,10 @@ class StagedDiff:
             self.newest[w] = max(ts, self.newest.get(w, ts))
 
 
-def commit_staged(sink: DeltaSink, snap: Snapshot, staged: StagedDiff, metadata: dict[str, str]
-                  ) -> tuple[int, int, int]:
+def commit_staged(sink: DeltaSink, snap: Snapshot, staged: StagedDiff, metadata: dict[str, str],
+                  transactions: Sequence[tuple[str, int]] = ()) -> tuple[int, int, int]:
     """Commit what ``staged`` holds (compared with ``snap``) in one commit, then move the watermarks forward.
+    ``transactions`` go into that commit (and make one even when nothing else is to be written).
 
     When another writer committed after ``snap``, the rows to write are compared again with the newest version
     (only the points and times they cover): what that writer already wrote is not written twice, and only keys
@@ -238,9 +240,9 @@ def commit_staged(sink: DeltaSink, snap: Snapshot, staged: StagedDiff, metadata:
         nonlocal counts
         n, c, g = (new, changed, gone) if s is snap else _compare_again(s, new, changed, gone)
         counts = (n.num_rows, c.num_rows, 0 if g is None else g.num_rows)
-        return values_write(n, c, g, metadata)
+        return replace(values_write(n, c, g, metadata), transactions=transactions)
 
-    if staged.rows:
+    if staged.rows or transactions:
         sink.commit("pi_values", plan, first=snap)
     if counts[2]:
         log.info("sync: %d values were deleted in PI; deleted them here too", counts[2])
