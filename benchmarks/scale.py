@@ -4,11 +4,12 @@ Prints figures, asserts nothing. For each point count, an emulator in its own pr
 2026-01-01T00:00:00Z) and the CLI as a user runs it, each command a process of its own (wall time and peak
 RSS are that process's):
 discover; backfill of the last ``--minutes`` (values/s end to end); a sync right after it (it also takes the
-values stamped exactly at the server's now, which the half-open backfill range leaves out), and a second sync
-(nothing new: the steady state, re-reading the lookback); status (with the server's clock); and the bytes of
-the ``pi_values`` _delta_log per commit.
+values stamped exactly at the server's now, which the half-open backfill range leaves out); the clock moved on
+five minutes and a sync (the sync cycle); a sync with nothing new (the steady state); one more with
+``recheck_every = always`` (what a run that re-reads the lookback costs); status (with the server's clock);
+and the bytes of the ``pi_values`` _delta_log per commit.
 
-Usage: python benchmarks/scale.py [--points 1000 10000 100000] [--minutes 10] [--lookback 10m]
+Usage: python benchmarks/scale.py [--points 1000 10000 100000] [--minutes 10] [--lookback 1h]
 """
 
 from __future__ import annotations
@@ -62,6 +63,14 @@ def _values(stdout: str) -> int:
     return 0
 
 
+def _advance(url: str, seconds: int) -> None:
+    """Move the frozen emulator's clock on (new values appear, as if the server ran for that long)."""
+    import httpx2
+
+    base = url.rsplit("/piwebapi", 1)[0]
+    httpx2.post(f"{base}/_emulator/clock", json={"advance_s": seconds}, timeout=30.0).raise_for_status()
+
+
 def measure(points: int, minutes: int, lookback: str) -> dict[str, Any]:
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="piflow-scale-"))
@@ -80,7 +89,10 @@ def measure(points: int, minutes: int, lookback: str) -> dict[str, Any]:
             commits, per_commit = _log_bytes_per_commit(work / "lake" / "pi_values")
             row["pi_values_log"] = {"commits": commits, "bytes_per_commit": per_commit}
             row["sync_after"] = _cli("sync", *common, env=env)  # also takes the values stamped exactly at now
+            _advance(url, 300)
+            row["sync_5min"] = _cli("sync", *common, env=env)  # the sync cycle: five minutes of new data
             row["sync_steady"] = _cli("sync", *common, env=env)
+            row["sync_reread"] = _cli("sync", *common, env={**env, "PIFLOW_RECHECK_EVERY": "always"})
             row["status"] = _cli("status", *common, env=env)
         return row
     finally:
@@ -91,7 +103,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--points", type=int, nargs="+", default=[1000, 10_000, 100_000])
     ap.add_argument("--minutes", type=int, default=10)
-    ap.add_argument("--lookback", default="10m")
+    ap.add_argument("--lookback", default="1h")
     ap.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
     a = ap.parse_args()
     rows = [measure(n, a.minutes, a.lookback) for n in a.points]
@@ -100,18 +112,20 @@ def main() -> None:
         s = r[step]
         return f"{s['wall_s']:7.2f} s {s['peak_mib']:>5,.0f} MiB"
 
-    print(f"piflow at scale: emulator frozen, backfill of {a.minutes} min, sync lookback {a.lookback}, 2 CPUs")
-    print(f"{'points':>8} | {'emulator':>8} | {'discover':>19} | {'backfill':>19} {'values/s':>9} | "
-          f"{'sync after backfill':>19} | {'sync (nothing new)':>19} | {'status':>19} | {'log B/commit':>12}")
+    steps = ("discover", "backfill", "sync_after", "sync_5min", "sync_steady", "sync_reread", "status")
+    titles = ("discover", "backfill", "sync after backfill", "sync, 5 min new", "sync, nothing new",
+              "sync re-reading", "status")
+    print(f"piflow at scale: emulator frozen, backfill of {a.minutes} min, sync lookback {a.lookback} "
+          "(recheck_every auto; 're-reading' = always), 2 CPUs")
+    print(f"{'points':>8} | {'emulator':>8} | " + " | ".join(f"{t:>19}" for t in titles)
+          + f" | {'backfill values/s':>17} | {'log B/commit':>12}")
     for r in rows:
         b = r["backfill"]
-        print(f"{r['points']:>8,} | {r['emulator_start_s']:7.1f}s | {fig(r, 'discover')} | {fig(r, 'backfill')} "
-              f"{b['values'] / b['wall_s']:>9,.0f} | {fig(r, 'sync_after')} | {fig(r, 'sync_steady')} | "
-              f"{fig(r, 'status')} | "
-              f"{r['pi_values_log']['bytes_per_commit']:>12,.0f}")
+        print(f"{r['points']:>8,} | {r['emulator_start_s']:7.1f}s | " + " | ".join(fig(r, s) for s in steps)
+              + f" | {b['values'] / b['wall_s']:>17,.0f} | {r['pi_values_log']['bytes_per_commit']:>12,.0f}")
     if a.json:
         for r in rows:
-            for step in ("discover", "backfill", "sync_after", "sync_steady", "status"):
+            for step in steps:
                 r[step].pop("stdout", None)
                 r[step].pop("stderr", None)
         print(json.dumps(rows, indent=2))
