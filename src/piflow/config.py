@@ -58,7 +58,7 @@ EXAMPLES: dict[str, str] = {
     "window": "1d (or auto)", "concurrency": "8", "max_rps": "50", "points_per_request": "100",
     "commit_rows": "500000", "commit_interval": "5s", "points_per_socket": "500", "heartbeat_rate": "5",
     "poll_interval": "30s", "stream_modes": "channels,updates,poll", "safety_lag": "30s", "lookback": "1h",
-    "recheck_every": "auto, always or 1h",
+    "recheck_every": "auto, always or 1h", "log_retention": "30d",
     "timeout_s": "60", "retries": "8", "log_json": "true", "log_level": "INFO", "progress": "auto",
     "workspace": "https://adb-1234.5.azuredatabricks.net",  # uc register --host
 }
@@ -115,6 +115,8 @@ class PiflowSettings(BaseSettings):
     # How often sync re-reads the lookback (between such runs it reads from each watermark): "always", an
     # interval, or "auto" (always up to AUTO_RECHECK_POINTS points, else every `lookback`).
     recheck_every: str = "auto"
+    # How long `optimize` keeps Delta log entries (the tables' delta.logRetentionDuration; Delta's default).
+    log_retention: str = "30d"
     timeout_s: float = Field(default=60.0, gt=0)
     retries: int = Field(default=8, ge=0)
     log_json: bool = False
@@ -164,6 +166,11 @@ class PiflowSettings(BaseSettings):
     def _check_time(cls, v: str) -> str:
         parse_pi_time(v, datetime.now(UTC))  # ValueError names the string
         return v
+
+    @field_validator("log_retention")
+    @classmethod
+    def _check_retention(cls, v: str) -> str:
+        return interval_text(v)
 
     @field_validator("window", "safety_lag", "lookback")
     @classmethod
@@ -262,6 +269,10 @@ class PiflowSettings(BaseSettings):
     @property
     def lookback_delta(self) -> timedelta:
         return parse_interval(self.lookback)
+
+    @property
+    def log_retention_delta(self) -> timedelta:
+        return parse_interval(self.log_retention)
 
     def recheck_interval(self, points: int) -> timedelta | None:
         """How often sync re-reads the lookback for ``points`` points; None: every run."""

@@ -115,27 +115,32 @@ def test_optimize_compacts_every_table_including_event_frame_attributes_and_view
     assert DeltaTable(str(notes)).version() == notes_version
 
 
-def test_optimize_removes_log_entries_older_than_the_tables_retention(tmp_path: Path) -> None:
-    # The retention is the table's own delta.logRetentionDuration, as any Delta tool sets it (default 30 days).
+def test_optimize_removes_log_entries_older_than_the_log_retention_setting(tmp_path: Path) -> None:
+    # The setting becomes each table's delta.logRetentionDuration (as any Delta tool reads it).
     sink = DeltaSink(str(tmp_path))
     for i in range(6):
         sink.append("pi_ingest_runs", RunResult(job="sync", run_id=f"r{i}").row())
     kept = tmp_path / "pi_watermarks"
     sink.ensure("pi_watermarks", TABLES["pi_watermarks"].schema)
     runs = DeltaTable(str(tmp_path / "pi_ingest_runs"))
-    runs.alter.set_table_properties({"delta.logRetentionDuration": "interval 0 seconds"})
     before = sorted(runs.to_pyarrow_table(columns=["run_id"]).column("run_id").to_pylist())
     logs_before = sorted(p.name for p in (tmp_path / "pi_ingest_runs" / "_delta_log").glob("*.json"))
     assert len(logs_before) >= 7
 
-    run_optimize(settings_for_target(tmp_path))
+    run_optimize(settings_for_target(tmp_path))  # the default, 30 days: every entry is younger, all are kept
+    assert sorted(p.name for p in (tmp_path / "pi_ingest_runs" / "_delta_log").glob("*.json"))[:7] == logs_before
+    assert "delta.logRetentionDuration" not in DeltaTable(str(kept)).metadata().configuration  # no commit made
+    assert (kept / "_delta_log" / "00000000000000000000.json").exists()
+
+    run_optimize(settings_for_target(tmp_path).model_copy(update={"log_retention": "0s"}))
+    assert DeltaTable(str(kept)).metadata().configuration["delta.logRetentionDuration"] == "interval 0 seconds"
 
     logs_after = sorted(p.name for p in (tmp_path / "pi_ingest_runs" / "_delta_log").glob("*.json"))
     version = DeltaTable(str(tmp_path / "pi_ingest_runs")).version()
     assert logs_after == [f"{version:020d}.json"]  # everything before the checkpoint is gone
     reread = DeltaTable(str(tmp_path / "pi_ingest_runs")).to_pyarrow_table(columns=["run_id"])
     assert sorted(reread.column("run_id").to_pylist()) == before
-    assert (kept / "_delta_log" / "00000000000000000000.json").exists()  # default retention: nothing old goes
+    assert not (kept / "_delta_log" / "00000000000000000000.json").exists()  # every table's old log goes
 
 
 def settings_for_target(target: Path) -> PiflowSettings:

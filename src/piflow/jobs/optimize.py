@@ -1,5 +1,6 @@
-"""``piflow optimize``: compact small files (z-ordered where the registry says so), vacuum old files and
-checkpoint the log, in every table of the registry and every asset view at the target."""
+"""``piflow optimize``: compact small files (z-ordered where the registry says so), vacuum old files,
+checkpoint the log and remove log entries older than ``log_retention``, in every table of the registry and every
+asset view at the target."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def run_optimize(settings: PiflowSettings, *, vacuum_hours: int = 168) -> dict[s
     todo += [(name, []) for name in view_tables(sink)]
     out: dict[str, object] = {}
     for name, zorder in todo:
-        stats = sink.optimize(name, zorder=zorder or None, vacuum_hours=vacuum_hours)
+        stats = sink.optimize(name, zorder=zorder or None, vacuum_hours=vacuum_hours,
+                              log_retention_s=int(settings.log_retention_delta.total_seconds()))
         if stats:
             out[name] = stats
     return out

@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 WRITER_APP_ID = "piflow.writer"
 COMMIT_ATTEMPTS = 12
+LOG_RETENTION_KEY = "delta.logRetentionDuration"
+LOG_RETENTION_S = 30 * 86400  # Delta's default log retention
 _OP = "__piflow_op"
 
 
@@ -379,7 +381,7 @@ class DeltaSink:
                 "bytes": int(pc.sum(adds.column("size_bytes")).as_py() or 0), "rows": int(rows or 0)}
 
     def optimize(self, name: str, zorder: Sequence[str] | None = None, vacuum_hours: int = 168,
-                 attempts: int = COMMIT_ATTEMPTS) -> dict[str, Any]:
+                 attempts: int = COMMIT_ATTEMPTS, log_retention_s: int = LOG_RETENTION_S) -> dict[str, Any]:
         """Compact (or z-order), vacuum and checkpoint; a compaction whose files a writer replaced meanwhile is
         done again."""
         for attempt in range(1, attempts + 1):
@@ -391,7 +393,9 @@ class DeltaSink:
                 stats: dict[str, Any] = (
                     dt.optimize.z_order(list(zorder)) if zorder else dt.optimize.compact()
                 )
-                return self._checkpoint(name, dt, self._vacuum(name, dt, stats, vacuum_hours))
+                stats = self._vacuum(name, dt, stats, vacuum_hours)
+                self._keep_log_for(name, dt, log_retention_s)
+                return self._checkpoint(name, dt, stats)
             except CommitFailedError as exc:
                 if attempt == attempts:
                     raise WriteConflictError(f"optimize of {name}: gave up after {attempts} attempts, writers kept "
@@ -411,6 +415,19 @@ class DeltaSink:
             raise sink_error("vacuum of", name, str(dt.table_uri), exc) from exc
         stats["vacuumed_files"] = len(removed)
         return stats
+
+    @staticmethod
+    def _keep_log_for(name: str, dt: DeltaTable, seconds: int) -> None:
+        """Set the table's delta.logRetentionDuration to ``seconds`` when it says otherwise (a table that says
+        nothing has Delta's default, 30 days: left alone when that is what is asked, so no commit is made)."""
+        wanted = f"interval {seconds} seconds"
+        current = dt.metadata().configuration.get(LOG_RETENTION_KEY)
+        if current == wanted or (current is None and seconds == LOG_RETENTION_S):
+            return
+        try:
+            dt.alter.set_table_properties({LOG_RETENTION_KEY: wanted})
+        except (DeltaError, OSError) as exc:
+            raise sink_error("setting the log retention of", name, str(dt.table_uri), exc) from exc
 
     @staticmethod
     def _checkpoint(name: str, dt: DeltaTable, stats: dict[str, Any]) -> dict[str, Any]:
