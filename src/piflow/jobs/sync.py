@@ -62,7 +62,11 @@ async def run_sync(settings: PiflowSettings, progress: Progress | None = None) -
         result.points = len(points)
         result.window_start, result.window_end = from_ticks(min(starts.values())), from_ticks(end_ticks)
         group = settings.points_per_request or DEFAULT_GROUP
-        plan = [(s, e, last, group_for_sync(ss, [p for p in points if p.webid in ss], group, lookback))
+        # Points whose reads start within ``slack`` of each other share calls (the group starts at the earliest):
+        # the lookback when every point re-reads it, a sixth of it when reading from watermarks (which may lie
+        # hours apart, and whatever a group reads earlier than a point's watermark is compared for nothing).
+        slack = lookback if recheck.full else lookback // 6
+        plan = [(s, e, last, group_for_sync(ss, [p for p in points if p.webid in ss], group, slack))
                 for s, e, last, ss in sync_slices(starts, end_ticks, max(SLICE_TICKS, 2 * lookback))]
         if len(plan) > 1:
             progress.note(f"sync: {from_ticks(min(starts.values())).isoformat()} .. "
@@ -180,7 +184,6 @@ async def _sync_slice(sink: DeltaSink, reader: RecordedReader, groups: list[tupl
     leaves every point either synced or as before).
     """
     start, end, last = window
-    since_us = start // TICKS_PER_US
     until_us = None if last else end // TICKS_PER_US
     # Every chunk is compared with this one snapshot, and the commits are made from it (it moves on with this
     # run's own commits; if another writer commits meanwhile, the differences are compared again).
@@ -188,6 +191,7 @@ async def _sync_slice(sink: DeltaSink, reader: RecordedReader, groups: list[tupl
     staged = StagedDiff()
     for chunk in _chunks(groups, CHUNK_POINTS):
         webids = [p.webid for _, pts in chunk for p in pts]
+        since_us = max(start, min(s for s, _ in chunk)) // TICKS_PER_US  # this chunk's earliest read
         # What the table holds is read in a thread while the server answers (Arrow and Delta release the GIL).
         existing = asyncio.create_task(asyncio.to_thread(existing_rows, snap, webids, since_us, until_us))
         try:

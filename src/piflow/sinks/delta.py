@@ -463,9 +463,9 @@ def _merge(dt: DeltaTable, source: pa.Table, key: Sequence[str], bounds: str | N
         predicate = f"{predicate} AND {bounds}"
     columns = {c: f"s.{c}" for c in source.column_names if c != _OP}
     try:
-        # The source is in memory already: not streaming it lets the merge prune target files by the source's
-        # key ranges (a fifth faster for a sync's few edited rows).
-        merger = dt.merge(source, predicate, source_alias="s", target_alias="t", streamed_exec=False,
+        # Streamed: a third of the memory of a materialised source (the merge holds what it scans of the target;
+        # the bounds prune that by date and time), which matters more at 100,000 points than a fifth of speed.
+        merger = dt.merge(source, predicate, source_alias="s", target_alias="t", streamed_exec=True,
                           commit_properties=props)
         result: dict[str, Any] = (
             merger.when_matched_delete(predicate=f"s.{_OP} = 'd'")
