@@ -1,6 +1,7 @@
 """``piflow sync``: each point from its own watermark (minus a lookback) to the server's now minus a lag.
 
-Re-reading the lookback window is how late values get in and edited values replace their earlier version.
+Re-reading the lookback window is how late values get in and edited values replace their earlier version; a
+large fleet re-reads it less often (``recheck_every``, :class:`Recheck`) and reads from each watermark between.
 What was read is compared with what the table holds for that range, on the key (webid, timestamp, seq):
 new keys are appended, keys whose content changed are merged, identical rows are left alone. A run that is
 killed and re-run, or run twice, therefore leaves the table as one clean run would.
