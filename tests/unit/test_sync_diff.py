@@ -93,3 +93,26 @@ def test_deleted_in_source_judges_only_what_was_read_completely(wide: bool) -> N
     assert deleted_in_source(fetched.slice(0, 0), values([("A", 10, 0, 1.0)]), {"A": 10 * tick},
                              40 * tick).num_rows == 1
     assert deleted_in_source(fetched, existing, {}, 40 * tick).num_rows == 0
+
+
+def test_staged_rows_compared_again_with_a_newer_version_write_only_what_it_lacks(tmp_path: object) -> None:
+    """Another writer committed after the sync compared its rows: compared again with that version, a row it
+    already wrote the same is dropped, one it wrote otherwise is changed, and a key it removed is not deleted."""
+    from pathlib import Path
+
+    from piflow.jobs.value_diff import _compare_again
+    from piflow.sinks.delta import DeltaSink
+
+    assert isinstance(tmp_path, Path)
+    t0 = 1_767_225_600  # 2026-01-01T00:00:00Z, the date values() gives its rows
+    sink = DeltaSink(str(tmp_path))
+    sink.append("pi_values", values([("A", t0 + 1, 0, 1.0), ("A", t0 + 2, 0, 5.0), ("B", t0 + 1, 0, 1.0)]))
+    snap = sink.snapshot("pi_values")  # what the other writer committed
+    new = values([("A", t0 + 1, 0, 1.0), ("A", t0 + 3, 0, 3.0)])  # (A, 1) it wrote the same; (A, 3) it lacks
+    changed = values([("A", t0 + 2, 0, 2.0)])  # it holds 5.0: still to change
+    gone = values([("B", t0 + 1, 0, 1.0), ("C", t0 + 1, 0, 1.0)]).select(["webid", "timestamp", "seq"])
+    n, c, g = _compare_again(snap, new, changed, gone)
+    assert [(r["webid"], r["value_double"]) for r in n.to_pylist()] == [("A", 3.0)]
+    assert [(r["webid"], r["value_double"]) for r in c.to_pylist()] == [("A", 2.0)]
+    assert g is not None
+    assert g.column("webid").to_pylist() == ["B"]
