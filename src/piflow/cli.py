@@ -785,9 +785,9 @@ def status_renderables(report: dict[str, Any]) -> list[Text | Table]:
                 f"at {_fmt(report['now'])} by {report['clock']}")
     counts = Table(title="points by state")
     for col in ("never read", f"current (lag <= {limits['current']:,.0f} s)", "lagging",
-                f"stale (lag > {limits['stale']:,.0f} s)"):
+                f"stale (lag > {limits['stale']:,.0f} s)", "error (could not be read)"):
         counts.add_column(col, justify="right")
-    counts.add_row(*(f"{states[s]:,}" for s in ("never_read", "current", "lagging", "stale")))
+    counts.add_row(*(f"{states[s]:,}" for s in ("never_read", "current", "lagging", "stale", "error")))
     lags = Text("lag of the points read: " + ("none read yet" if lag["max"] is None else
                 ", ".join(f"{k} {v:,.1f} s" for k, v in lag.items())))
     if "all" in report:

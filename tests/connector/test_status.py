@@ -140,7 +140,40 @@ def test_states_and_order_of_a_hand_made_fleet() -> None:
     lags = PointLags(webids=[f"w{i}" for i in range(7)], names=[f"P{i}" for i in range(7)],
                      watermark_us=np.zeros(7, dtype=np.int64), lag_s=lag)
     summary = summarise(lags, Thresholds(current_s=300, stale_s=86_400), worst=4)
-    assert summary["states"] == {"never_read": 2, "current": 2, "lagging": 2, "stale": 1}
+    assert summary["states"] == {"never_read": 2, "current": 2, "lagging": 2, "stale": 1, "error": 0}
     assert [p["name"] for p in summary["worst"]] == ["P0", "P6", "P5", "P4"]
     assert summary["lag_s"]["max"] == 86_401.0
     assert set(summary["states"]) == set(STATES)
+    # a point the last run could not read is in error whatever its lag, and first among the worst
+    failed = PointLags(webids=lags.webids, names=lags.names, watermark_us=lags.watermark_us, lag_s=lag,
+                       error=np.array([False, True, False, False, False, False, False]))
+    summary = summarise(failed, Thresholds(current_s=300, stale_s=86_400), worst=3)
+    assert summary["states"] == {"never_read": 2, "current": 1, "lagging": 2, "stale": 1, "error": 1}
+    assert [p["name"] for p in summary["worst"]] == ["P1", "P0", "P6"]
+    assert summary["worst"][0]["error"] == "unknown to the PI server at the last read"
+
+
+def test_a_point_the_last_run_could_not_read_is_in_error(emulator: EmulatorServer, tmp_path: Path) -> None:
+    import httpx2
+
+    from piflow.jobs.backfill import run_backfill
+    from piflow.jobs.common import selected_points
+    from piflow.jobs.status import status_report
+    from piflow.sinks.delta import DeltaSink
+
+    target = tmp_path / "lake"
+    s = settings_for(emulator, target, start="*-1h", end="*")
+    asyncio.run(run_backfill(s))
+    report = status_report(s, emulator.state.clock.now(), "the PI server's clock")
+    assert report["states"]["error"] == 0
+    gone = selected_points(DeltaSink(str(target)), FILTER)[3]
+    answer = httpx2.post(f"{emulator.base_url}/_emulator/points/delete", json={"webIds": [gone.webid]}, timeout=10)
+    assert answer.json()["deleted"] == [gone.webid]
+    assert asyncio.run(run_backfill(s.model_copy(update={"start": "*-2h", "end": "*-1h"}))).status == "partial"
+    report = status_report(s, emulator.state.clock.now(), "the PI server's clock")
+    assert report["states"]["error"] == 1
+    assert report["worst"][0]["name"] == gone.name
+    assert report["worst"][0]["error"] == "unknown to the PI server at the last read"
+    result = CliRunner().invoke(app, ["status", "--target", str(target), "--points", FILTER])
+    assert result.exit_code == 0, result.output
+    assert "error (could not be read)" in result.stdout

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import logging
 import signal
 import time
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 # ok: everything asked for was read and written; partial: some points could not be read (the rest was written);
 # failed: the job raised (nothing after its last commit was written); interrupted: a signal stopped it.
 Status = Literal["ok", "partial", "failed", "interrupted"]
+UNREADABLE_KEY = "piflow.unreadable_points"
+MAX_UNREADABLE = 10_000
 
 
 @dataclass
@@ -53,6 +56,15 @@ class RunResult:
     window_end: datetime | None = None
     details: dict[str, Any] = field(default_factory=dict)
     fallbacks: list[str] = field(default_factory=list)  # what the server lacked and what was done instead
+    unreadable: list[str] = field(default_factory=list)  # webids the server no longer knows (``partial``)
+
+    def record_metadata(self) -> dict[str, str]:
+        """What the run record's commit carries besides the row: the job, and the points it could not read
+        (``piflow status`` counts them as ``error``; at most :data:`MAX_UNREADABLE`)."""
+        meta = {"piflow.job": self.job, "piflow.run_id": self.run_id}
+        if self.unreadable:
+            meta[UNREADABLE_KEY] = json.dumps(self.unreadable[:MAX_UNREADABLE])
+        return meta
 
     def row(self) -> pa.Table:
         finished = datetime.now(UTC)
@@ -143,7 +155,7 @@ class RunRecorder:
         if runs is not None:
             runs.append(self.result)
         try:
-            self.sink.append("pi_ingest_runs", self.result.row())
+            self.sink.append("pi_ingest_runs", self.result.row(), metadata=self.result.record_metadata())
         except PiflowError:
             log.exception("could not record run %s", self.result.run_id)
 
@@ -181,6 +193,7 @@ class JobRun:
             return
         self.result.status = "partial"
         self.result.errors += len(missing)
+        self.result.unreadable = sorted(missing)
         note = (f"{len(missing)} point(s) unknown to the server, not written: "
                 + "; ".join(list(missing.values())[:5]))
         self.result.message = f"{self.result.message}; {note}" if self.result.message else note

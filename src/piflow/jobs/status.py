@@ -8,6 +8,7 @@ follow. Beyond one pass over the selected points the work is on numpy columns; `
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -16,14 +17,16 @@ import numpy as np
 
 from piflow.errors import PiflowError
 from piflow.jobs.common import selected_points, server_now
-from piflow.jobs.runs import open_client
+from piflow.jobs.runs import UNREADABLE_KEY, open_client
 from piflow.jobs.watermarks import read_watermarks
 from piflow.sinks.delta import DeltaSink
 
 if TYPE_CHECKING:
     from piflow.config import PiflowSettings
 
-STATES = ("never_read", "current", "lagging", "stale")
+STATES = ("never_read", "current", "lagging", "stale", "error")
+# The jobs that read values: a point the newest run of any of them could not read is in ``error``.
+VALUE_JOBS = ("backfill", "sync", "stream")
 WORST = 20
 
 
@@ -43,6 +46,7 @@ class PointLags:
     names: list[str]
     watermark_us: np.ndarray  # int64, meaningful where ``lag_s`` is not NaN
     lag_s: np.ndarray  # float64
+    error: np.ndarray | None = None  # bool: the newest run of a value job could not read the point
 
     def states(self, limits: Thresholds) -> np.ndarray:
         """The state of each point, as indexes into :data:`STATES`."""
@@ -52,6 +56,8 @@ class PointLags:
         out[read & (lag <= limits.current_s)] = 1
         out[read & (lag > limits.current_s) & (lag <= limits.stale_s)] = 2
         out[read & (lag > limits.stale_s)] = 3
+        if self.error is not None:
+            out[self.error] = 4
         return out
 
 
@@ -64,7 +70,24 @@ def point_lags(sink: DeltaSink, name_filter: str, now: datetime) -> PointLags:
     read = np.array([us is not None for us in found], dtype=bool)
     wm = np.array([us or 0 for us in found], dtype=np.int64)
     lag = np.where(read, (int(now.timestamp() * 1_000_000) - wm) / 1_000_000, np.nan)
-    return PointLags(webids=[p.webid for p in points], names=[p.name for p in points], watermark_us=wm, lag_s=lag)
+    failed = unreadable_points(sink)
+    error = np.array([p.webid in failed for p in points], dtype=bool)
+    return PointLags(webids=[p.webid for p in points], names=[p.name for p in points], watermark_us=wm, lag_s=lag,
+                     error=error)
+
+
+def unreadable_points(sink: DeltaSink, commits: int = 200) -> set[str]:
+    """The points the newest run of each value job could not read (the server no longer knew them), from the
+    run records' commit metadata (the newest ``commits`` of ``pi_ingest_runs``)."""
+    out: set[str] = set()
+    seen: set[str] = set()
+    for info in sink.history("pi_ingest_runs", commits):
+        job = info.get("piflow.job")
+        if job not in VALUE_JOBS or job in seen:
+            continue
+        seen.add(job)
+        out.update(json.loads(info.get(UNREADABLE_KEY) or "[]"))
+    return out
 
 
 def summarise(lags: PointLags, limits: Thresholds, worst: int = WORST) -> dict[str, Any]:
@@ -78,9 +101,11 @@ def summarise(lags: PointLags, limits: Thresholds, worst: int = WORST) -> dict[s
         p50, p90, p99 = np.percentile(values, [50, 90, 99])
         percentiles = {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "p99": round(float(p99), 3),
                        "max": round(float(values.max()), 3)}
-    # never read first, then the longest lag; ties by name (the columns are in name order and the sort is stable)
+    # in error first, then never read, then the longest lag; ties by name (the columns are in name order and the
+    # sort is stable)
     key = np.where(read, lags.lag_s, np.inf)
-    top = np.argsort(-key, kind="stable")[:worst]
+    failed = lags.error if lags.error is not None else np.zeros(len(key), dtype=bool)
+    top = np.lexsort((-key, ~failed))[:worst]
     return {"points": len(lags.names), "states": counts, "lag_s": percentiles,
             "worst": [_point_row(lags, int(i)) for i in top]}
 
@@ -93,8 +118,11 @@ def all_points(lags: PointLags) -> list[dict[str, object]]:
 def _point_row(lags: PointLags, i: int) -> dict[str, object]:
     never = bool(np.isnan(lags.lag_s[i]))
     wm = None if never else datetime.fromtimestamp(int(lags.watermark_us[i]) / 1_000_000, UTC)
-    return {"webid": lags.webids[i], "name": lags.names[i], "watermark": wm,
-            "lag_s": None if never else round(float(lags.lag_s[i]), 3)}
+    row: dict[str, object] = {"webid": lags.webids[i], "name": lags.names[i], "watermark": wm,
+                              "lag_s": None if never else round(float(lags.lag_s[i]), 3)}
+    if lags.error is not None:
+        row["error"] = "unknown to the PI server at the last read" if lags.error[i] else None
+    return row
 
 
 def table_stats(sink: DeltaSink) -> list[dict[str, object]]:

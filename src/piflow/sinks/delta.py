@@ -363,6 +363,16 @@ class DeltaSink:
         hive = ds.partitioning(pa.schema([table_schema.field(c) for c in partitions]), flavor="hive")
         return ds.dataset(paths, schema=table_schema, format="parquet", partitioning=hive, partition_base_dir=root)
 
+    def history(self, name: str, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` commits' information (custom metadata included), newest first."""
+        dt = self.table(name)
+        if dt is None:
+            return []
+        try:
+            return list(dt.history(limit))
+        except (DeltaError, OSError) as exc:
+            raise sink_error("history of", name, self.uri(name), exc, writing=False) from exc
+
     def version(self, name: str) -> int | None:
         dt = self.table(name)
         return None if dt is None else int(dt.version())
