@@ -34,7 +34,7 @@ from piflow.emulator.server import EmulatorServer
 from piflow.emulator.truth import recorded_truth
 from piflow.jobs.common import selected_points
 from piflow.sinks.delta import DeltaSink
-from tests.rows import assert_same_rows
+from tests.rows import assert_same_rows, duplicate_keys
 
 pytestmark = [pytest.mark.loopback, pytest.mark.slow]
 
@@ -154,10 +154,6 @@ def settled_rows(target: Path) -> int:
     if sink.table("pi_values") is None:
         return 0
     return before(sink.read("pi_values", columns=["webid", "timestamp", "seq"]), SETTLED).num_rows
-
-
-def duplicate_keys(table: pa.Table, key: list[str]) -> int:
-    return table.num_rows - table.group_by(key).aggregate([]).num_rows
 
 
 def truth(srv: EmulatorServer, target: Path, end: datetime, asof: datetime) -> pa.Table:

@@ -31,7 +31,7 @@ from piflow.emulator import EmulatorSettings
 from piflow.emulator.server import EmulatorServer
 from piflow.emulator.truth import recorded_truth
 from piflow.sinks.delta import DeltaSink
-from tests.rows import assert_same_rows, content
+from tests.rows import assert_same_rows, content, duplicate_keys
 
 from .conftest import T0
 
@@ -69,11 +69,6 @@ def values(target: Path) -> pa.Table:
 def only_points(lake: Path, target: Path) -> None:
     """A copy of ``lake`` with its point catalog only (the state after ``discover``)."""
     shutil.copytree(lake / "pi_points", target / "pi_points")
-
-
-def duplicate_keys(table: pa.Table) -> int:
-    counts = table.group_by(["webid", "timestamp", "seq"]).aggregate([([], "count_all")])
-    return int(pc.sum(pc.greater(counts.column("count_all"), 1)).as_py() or 0)
 
 
 def sample_of_every_type(srv: EmulatorServer, target: Path) -> list[object]:

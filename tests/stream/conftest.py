@@ -35,6 +35,7 @@ from piflow.jobs.common import selected_points
 from piflow.jobs.stream.options import StreamOptions
 from piflow.jobs.stream.stats import StreamStats
 from piflow.sinks.delta import DeltaSink
+from tests.rows import duplicate_keys
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 START = T0 - timedelta(hours=1)
@@ -141,11 +142,6 @@ def content(table: pa.Table, start: datetime = START) -> pa.Table:
 
 def values_of(target: Path) -> pa.Table:
     return DeltaSink(str(target)).read("pi_values")
-
-
-def duplicate_keys(table: pa.Table) -> int:
-    keys = table.select(list(schema.PI_VALUES_KEY)).to_pylist()
-    return len(keys) - len({tuple(k.values()) for k in keys})
 
 
 def differences(actual: pa.Table, expected: pa.Table) -> str:

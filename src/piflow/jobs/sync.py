@@ -177,12 +177,13 @@ async def _sync_slice(sink: DeltaSink, reader: RecordedReader, groups: list[tupl
                       window: tuple[int, int, bool], concurrency: int, progress: Progress, hold: frozenset[str],
                       metadata: dict[str, str], counts: Counts,
                       transactions: tuple[tuple[str, int], ...] = ()) -> None:
-    """Read one slice of every point in it and commit it (new, changed and deleted rows at once).
+    """Read one slice of every point in it and commit its new, changed and deleted rows.
 
     Points are read and compared a chunk at a time (:data:`CHUNK_POINTS`), keeping only the differences, so
-    memory does not grow with the fleet; the differences are committed together at the end of the slice, or
-    earlier once they reach :data:`STAGED_ROWS` (each commit covers whole points, so a crash between two
-    leaves every point either synced or as before).
+    memory does not grow with the fleet; the differences are committed (:func:`commit_staged`: edits merged,
+    then new rows appended) at the end of the slice, or earlier once they reach :data:`STAGED_ROWS`. A crash
+    between commits loses nothing: watermarks move only after a batch's commits, and the next run compares
+    again.
     """
     start, end, last = window
     until_us = None if last else end // TICKS_PER_US

@@ -178,11 +178,11 @@ def commit_diff(sink: DeltaSink, fetched: pa.Table, webids: list[str], since_us:
     ``fetched`` must be everything the server holds for ``webids`` over the range it covers (so that seq
     numbers are the server's). New keys are appended; keys whose content changed are replaced; with
     ``covered`` = (first tick read per point, last tick read), rows the server no longer holds in that range
-    are deleted; all three in one commit (see :func:`commit_staged`). The watermarks then move forward. Safe to
-    repeat: a second call with the same data changes nothing. ``existing`` is (snapshot, ``existing_rows(
-    snapshot, webids, since_us, until_us)``) when the caller read it already (``until_us``: where ``fetched``
-    ends, exclusive). ``hold`` names points whose rows are only added to, never changed or deleted (their stored
-    values are newer than the server's clock). Returns (inserted, updated, deleted).
+    are deleted (edits in one merge, then new rows in one append: :func:`commit_staged`). The watermarks then
+    move forward. Safe to repeat: a second call with the same data changes nothing. ``existing`` is (snapshot,
+    ``existing_rows(snapshot, webids, since_us, until_us)``) when the caller read it already (``until_us``: where
+    ``fetched`` ends, exclusive). ``hold`` names points whose rows are only added to, never changed or deleted
+    (their stored values are newer than the server's clock). Returns (inserted, updated, deleted).
     """
     if existing is None:
         snap = sink.snapshot("pi_values")
