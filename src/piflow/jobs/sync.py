@@ -185,7 +185,7 @@ async def _sync_slice(sink: DeltaSink, reader: RecordedReader, groups: list[tupl
     between commits loses nothing: watermarks move only after a batch's commits, and the next run compares
     again.
     """
-    start, end, last = window
+    _, end, last = window
     until_us = None if last else end // TICKS_PER_US
     # Every chunk is compared with this one snapshot, and the commits are made from it (it moves on with this
     # run's own commits; if another writer commits meanwhile, the differences are compared again).
@@ -193,7 +193,7 @@ async def _sync_slice(sink: DeltaSink, reader: RecordedReader, groups: list[tupl
     staged = StagedDiff()
     for chunk in _chunks(groups, CHUNK_POINTS):
         webids = [p.webid for _, pts in chunk for p in pts]
-        since_us = max(start, min(s for s, _ in chunk)) // TICKS_PER_US  # this chunk's earliest read
+        since_us = min(s for s, _ in chunk) // TICKS_PER_US  # this chunk's earliest read (never before the slice)
         # What the table holds is read in a thread while the server answers (Arrow and Delta release the GIL).
         existing = asyncio.create_task(asyncio.to_thread(existing_rows, snap, webids, since_us, until_us))
         try:
